@@ -1,0 +1,1 @@
+"""pxefilterd: a dnsmasq PXE filter for ironic in-band inspection."""

@@ -1,0 +1,99 @@
+"""Configuration checks: every problem as one line naming option and value.
+
+Used by the daemon before it touches anything (a bad configuration never
+starts or stops dnsmasq) and by ``pxefilterd-ctl check-config``.
+"""
+
+import os
+
+from oslo_config import cfg
+
+from pxefilterd import commands
+from pxefilterd import hostsdir
+
+
+def _opt_name(group, name):
+    return '[%s] %s' % (group or 'DEFAULT', name)
+
+
+def read_all(conf, opts_by_group):
+    """Read every option once; return a problem line per unreadable value.
+
+    oslo.config converts values lazily, so a wrong type in the file only
+    shows up when the option is read.
+    """
+    problems = []
+    for group, opts in opts_by_group:
+        for opt in opts:
+            try:
+                if group == 'DEFAULT':
+                    getattr(conf, opt.dest)
+                else:
+                    getattr(getattr(conf, group), opt.dest)
+            except cfg.ConfigFileValueError as exc:
+                detail = str(exc)
+                if ' is not valid: ' in detail:
+                    detail = detail.split(' is not valid: ', 1)[1]
+                problems.append('%s: invalid value: %s'
+                                % (_opt_name(group, opt.dest), detail))
+            except (cfg.Error, ValueError) as exc:
+                problems.append('%s: %s' % (_opt_name(group, opt.dest), exc))
+            except cfg.NoSuchOptError:
+                pass
+    return problems
+
+
+def check(conf):
+    """Return a list of problem lines for ``conf`` (empty: all good).
+
+    Checks what can be checked without side effects beyond creating the
+    staging directory: option combinations, command lines, the hostsdir.
+    """
+    problems = []
+    pf = conf.pxe_filter
+    dn = conf.dnsmasq_pxe_filter
+    if pf.auto_discovery and pf.deny_unknown_macs:
+        problems.append('[pxe_filter] auto_discovery = True and '
+                        '[pxe_filter] deny_unknown_macs = True cannot be '
+                        'combined: one allows unknown MACs, the other denies '
+                        'them')
+    if not pf.supported_inspect_interfaces:
+        problems.append('[pxe_filter] supported_inspect_interfaces is empty: '
+                        'no node could ever be allowed to boot')
+    for group, name in (('DEFAULT', 'root_helper'),
+                        ('dnsmasq_pxe_filter', 'dnsmasq_start_command'),
+                        ('dnsmasq_pxe_filter', 'dnsmasq_stop_command'),
+                        ('dnsmasq_pxe_filter', 'dnsmasq_reload_command')):
+        value = (conf.root_helper if group == 'DEFAULT'
+                 else getattr(dn, name))
+        try:
+            commands.split(value)
+        except ValueError as exc:
+            problems.append('%s = %s: cannot be parsed: %s'
+                            % (_opt_name(group, name), value, exc))
+    if pf.driver != 'dnsmasq':
+        return problems
+    if (dn.purge_dhcp_hostsdir and not dn.dnsmasq_start_command
+            and not dn.dnsmasq_reload_command):
+        problems.append(
+            '[dnsmasq_pxe_filter] purge_dhcp_hostsdir = True with an empty '
+            'dnsmasq_start_command: a dnsmasq started elsewhere would keep '
+            'every purged record; set dnsmasq_reload_command (or '
+            'dnsmasq_start_command), or purge_dhcp_hostsdir = False')
+    store = hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None)
+    try:
+        store.check()
+    except hostsdir.HostsDirError as exc:
+        problems.append('[dnsmasq_pxe_filter] dhcp_hostsdir = %s: %s'
+                        % (dn.dhcp_hostsdir, exc))
+    if not conf.ironic.endpoint_override and conf.ironic.auth_type in (
+            None, 'none', 'noauth'):
+        problems.append('[ironic] endpoint_override is required without '
+                        'keystone authentication (auth_type = %s)'
+                        % conf.ironic.auth_type)
+    if (conf.root_helper and 'pxefilterd-rootwrap' in conf.root_helper
+            and (dn.dnsmasq_start_command or dn.dnsmasq_stop_command)
+            and not os.path.exists(conf.rootwrap_config)):
+        problems.append('[DEFAULT] rootwrap_config = %s: file not found (the '
+                        'root_helper needs it)' % conf.rootwrap_config)
+    return problems

@@ -1,0 +1,138 @@
+"""``pxefilterd``: the daemon, in the foreground."""
+
+import logging
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log
+
+from pxefilterd import checks
+from pxefilterd import commands
+from pxefilterd import conf as pxf_conf
+from pxefilterd.conf import opts
+from pxefilterd import guard
+from pxefilterd import hostsdir
+from pxefilterd import ironic
+from pxefilterd import notify
+from pxefilterd import policy
+from pxefilterd import service
+from pxefilterd import watcher
+
+LOG = logging.getLogger('pxefilterd')
+CONF = pxf_conf.CONF
+
+
+def load_config(conf, argv):
+    """Parse the command line and config files; return problem lines.
+
+    Never raises for bad configuration: every problem becomes one line
+    naming the option, the value and what is wrong.
+    """
+    try:
+        log.register_options(conf)
+    except cfg.ArgsAlreadyParsedError:
+        pass
+    try:
+        conf(argv, project='pxefilterd')
+    except cfg.ConfigFilesNotFoundError as exc:
+        return ['configuration file not found: %s'
+                % ', '.join(exc.config_files)]
+    except cfg.ConfigFileParseError as exc:
+        return ['configuration file %s cannot be parsed: %s'
+                % (exc.config_file, exc.msg)]
+    except (cfg.Error, ValueError) as exc:
+        return ['configuration error: %s' % exc]
+    problems = checks.read_all(conf, opts.list_opts())
+    return problems or checks.check(conf)
+
+
+def settings_from_conf(conf):
+    """Return :class:`service.Settings`; raise ValueError on a conflict."""
+    pf = conf.pxe_filter
+    if pf.auto_discovery and pf.deny_unknown_macs:
+        raise ValueError('[pxe_filter] auto_discovery and deny_unknown_macs '
+                         'cannot both be True')
+    return service.Settings(
+        sync_period=pf.sync_period,
+        poll_interval=pf.inspection_poll_interval,
+        options=policy.Options(deny_unknown_macs=pf.deny_unknown_macs,
+                               auto_discovery=pf.auto_discovery),
+        max_stale_seconds=pf.max_stale_seconds,
+        purge=conf.dnsmasq_pxe_filter.purge_dhcp_hostsdir,
+        lock_wait=conf.dnsmasq_pxe_filter.lock_wait)
+
+
+def build_service(conf):
+    """Wire the real objects together from ``conf``."""
+    dn = conf.dnsmasq_pxe_filter
+
+    def reload_settings():
+        conf.mutate_config_files()
+        return settings_from_conf(conf)
+
+    return service.Service(
+        settings=settings_from_conf(conf),
+        source=ironic.IronicSource.from_conf(conf),
+        store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None),
+        cmds=commands.Commands.from_conf(conf),
+        guard_factory=guard.Guard if dn.guard else None,
+        watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
+        notifier=notify.Notifier(),
+        reload_settings=reload_settings)
+
+
+def _install_signals(svc):
+    def on_stop(signum, frame):
+        svc.request_stop('received %s' % signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP, lambda signum, frame: svc.request_reload())
+
+
+def _run_noop():
+    stop = threading.Event()
+    reason = []
+
+    def on_stop(signum, frame):
+        reason.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    notify.Notifier().ready('noop driver: PXE filtering disabled')
+    LOG.warning('[pxe_filter] driver = noop: PXE filtering is disabled; '
+                'the hostsdir and dnsmasq are not touched')
+    while not stop.wait(3600):
+        pass
+    LOG.info('pxefilterd exiting with status 0: received %s', reason[0])
+    return service.EXIT_OK
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    problems = load_config(CONF, argv)
+    if problems:
+        for line in problems:
+            sys.stderr.write('pxefilterd: configuration error: %s\n' % line)
+        return service.EXIT_CONFIG
+    log.setup(CONF, 'pxefilterd')
+    if CONF.pxe_filter.driver == 'noop':
+        return _run_noop()
+    try:
+        svc = build_service(CONF)
+    except Exception as exc:
+        # e.g. keystoneauth refusing the [ironic] auth options
+        LOG.error('pxefilterd exiting with status %d: configuration error: '
+                  '%s', service.EXIT_CONFIG, exc)
+        return service.EXIT_CONFIG
+    _install_signals(svc)
+    LOG.info('pxefilterd starting: hostsdir %s, ironic %s',
+             svc.store.path, CONF.ironic.endpoint_override or 'from catalog')
+    return svc.run()
+
+
+if __name__ == '__main__':
+    sys.exit(main())

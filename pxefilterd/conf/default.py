@@ -1,0 +1,18 @@
+from oslo_config import cfg
+
+opts = [
+    cfg.StrOpt('rootwrap_config',
+               default='/etc/pxefilterd/rootwrap.conf',
+               help='Path to the rootwrap configuration file used by the '
+                    'default root_helper.'),
+    cfg.StrOpt('root_helper',
+               default='sudo pxefilterd-rootwrap $rootwrap_config',
+               help='Command prefix that runs the dnsmasq start, stop and '
+                    'reload commands as root.  Set it to an empty value to '
+                    'run them directly (when pxefilterd already runs as '
+                    'root, e.g. in a container).'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(opts)

@@ -1,0 +1,48 @@
+from oslo_config import cfg
+
+GROUP = 'dnsmasq_pxe_filter'
+
+opts = [
+    cfg.StrOpt('dhcp_hostsdir', default='/var/lib/pxefilterd/dhcp-hostsdir',
+               help='The dnsmasq --dhcp-hostsdir that pxefilterd owns.  It '
+                    'must exist, be writable by pxefilterd and readable by '
+                    'the user dnsmasq runs as.'),
+    cfg.StrOpt('staging_dir', default='',
+               help='Where files are written before being renamed into the '
+                    'hostsdir; must be on the same filesystem.  Empty means '
+                    'a sibling of the hostsdir named .<name>.staging.'),
+    cfg.BoolOpt('purge_dhcp_hostsdir', default=True,
+                help='Remove every file from the hostsdir at start-up, '
+                     'before the first synchronisation.'),
+    cfg.StrOpt('dnsmasq_start_command', default='',
+               help='Command run (through root_helper) after the first '
+                    'successful synchronisation to start dnsmasq, e.g. '
+                    '"systemctl start pxefilterd-dnsmasq.service".  Empty: '
+                    'dnsmasq is managed elsewhere.  Parsed with shell '
+                    'quoting rules but run without a shell.'),
+    cfg.StrOpt('dnsmasq_stop_command', default='',
+               help='Command run (through root_helper) to stop dnsmasq when '
+                    'pxefilterd exits or dies, e.g. '
+                    '"systemctl stop pxefilterd-dnsmasq.service".'),
+    cfg.StrOpt('dnsmasq_reload_command', default='',
+               help='Optional command that makes dnsmasq re-read the '
+                    'hostsdir (SIGHUP), e.g. "systemctl reload '
+                    'pxefilterd-dnsmasq.service".  Required to purge the '
+                    'hostsdir while a dnsmasq started elsewhere is running.'),
+    cfg.FloatOpt('command_timeout', default=30.0, min=0.1, max=3600.0,
+                 help='Seconds after which a start, stop or reload command '
+                      'is killed and counted as failed.'),
+    cfg.FloatOpt('lock_wait', default=10.0, min=0.0, max=3600.0,
+                 help='Seconds to wait for the hostsdir lock held by a '
+                      'previous instance (or its guard) before giving up.'),
+    cfg.BoolOpt('guard', default=True,
+                help='Run a guard process that stops dnsmasq if pxefilterd '
+                     'dies without running its exit path (SIGKILL, OOM).'),
+    cfg.BoolOpt('watch_hostsdir', default=True,
+                help='Watch the hostsdir and repair any file changed by '
+                     'someone else.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(opts, group=GROUP)

@@ -1,0 +1,137 @@
+"""Dead-man switch: stop dnsmasq when pxefilterd dies without cleaning up.
+
+The daemon starts this module as a separate process (its own session, so a
+Ctrl-C or a signal to the daemon's process group does not reach it) and keeps
+the only write end of a pipe.  The guard blocks on the read end:
+
+* ``A`` (armed): the daemon is about to start dnsmasq; from now on the guard
+  owes a stop.
+* ``D`` (disarmed): the daemon ran its own stop command; the guard exits
+  without doing anything.
+* end of file while armed: the daemon died (SIGKILL, OOM, crash); the kernel
+  closed its descriptors at once, so the guard runs the stop command now.
+
+The guard also inherits the hostsdir lock descriptor: the lock is released
+only when both processes have exited, i.e. after the stop command has run.
+A new pxefilterd waits for that lock before it starts its own dnsmasq, so the
+guard can never stop a dnsmasq that a newer instance started.
+
+SIGTERM to the guard (e.g. systemd killing the whole cgroup) also runs the
+stop command if armed: the guard fails closed, never open.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from pxefilterd import commands
+
+ARM = b'A'
+DISARM = b'D'
+
+
+def _log(msg):
+    sys.stderr.write('pxefilterd-guard[%d]: %s\n' % (os.getpid(), msg))
+    sys.stderr.flush()
+
+
+class Guard:
+    """The daemon's handle on its guard process."""
+
+    def __init__(self, stop_argv, timeout, lock_fd):
+        read_fd, self._write_fd = os.pipe()
+        os.set_inheritable(read_fd, True)
+        fds = [read_fd]
+        if lock_fd is not None:
+            os.set_inheritable(lock_fd, True)
+            fds.append(lock_fd)
+        spec = json.dumps({'fd': read_fd, 'argv': list(stop_argv),
+                           'timeout': timeout})
+        self.proc = subprocess.Popen(
+            [sys.executable, '-m', 'pxefilterd.guard', spec],
+            stdin=subprocess.DEVNULL, pass_fds=fds, start_new_session=True,
+            close_fds=True)
+        os.close(read_fd)
+        if lock_fd is not None:
+            os.set_inheritable(lock_fd, False)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def arm(self):
+        os.write(self._write_fd, ARM)
+
+    def disarm(self, wait=5.0):
+        """Tell the guard the stop is done; wait for it to exit."""
+        try:
+            os.write(self._write_fd, DISARM)
+        except OSError:
+            pass
+        self.close(wait)
+
+    def close(self, wait=5.0):
+        if self._write_fd is not None:
+            os.close(self._write_fd)
+            self._write_fd = None
+        try:
+            self.proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            _log('guard %d did not exit within %.1f s' % (self.proc.pid, wait))
+
+
+def _run_stop(argv, timeout, why):
+    if not argv:
+        _log('%s; no stop command configured' % why)
+        return 1
+    _log('%s; running the stop command' % why)
+    started = time.monotonic()
+    try:
+        commands.Command('stop', argv, timeout=timeout).run()
+    except commands.CommandError as exc:
+        _log(str(exc))
+        return 1
+    _log('dnsmasq stopped in %.2f s' % (time.monotonic() - started))
+    return 0
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated()
+
+
+def main(argv=None):
+    spec = json.loads((argv or sys.argv)[1])
+    fd, stop_argv, timeout = spec['fd'], spec['argv'], spec['timeout']
+    armed = False
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    while True:
+        try:
+            data = os.read(fd, 64)
+        except _Terminated:
+            if armed:
+                return _run_stop(stop_argv, timeout, 'guard terminated')
+            return 0
+        if not data:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            if armed:
+                return _run_stop(stop_argv, timeout,
+                                 'pxefilterd died without stopping dnsmasq')
+            return 0
+        for byte in data:
+            if byte == DISARM[0]:
+                return 0
+            if byte == ARM[0]:
+                armed = True
+
+
+if __name__ == '__main__':
+    sys.exit(main())

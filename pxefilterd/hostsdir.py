@@ -1,0 +1,371 @@
+"""The dhcp-hostsdir cache: one file per MAC, written atomically.
+
+Layout (the file name is the index, the content is the policy)::
+
+    <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff,ignore\\n"   deny
+    <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff\\n"          allow
+    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*,ignore\\n" or "*:*:*:*:*:*\\n"
+
+dnsmasq quirks that shape this module (see DESIGN.md):
+
+* dnsmasq watches the directory with inotify and reads a file on
+  IN_CLOSE_WRITE and IN_MOVED_TO.  A temp file inside the directory costs an
+  extra queue slot per change and a half-written file could be read, so temp
+  files are staged in a sibling directory on the same filesystem and renamed
+  in: one IN_MOVED_TO per change, never a partial read.
+* dnsmasq reads the files as its own unprivileged user: every file is 0644.
+* dnsmasq never forgets a record; deleting a file changes nothing until a
+  SIGHUP, so MACs are never "removed" here, only rewritten.
+
+The in-memory index mirrors what is on disk, so a sync that changes nothing
+touches nothing.
+"""
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import time
+
+from pxefilterd import macs
+from pxefilterd.policy import Action
+
+LOG = logging.getLogger(__name__)
+
+WILDCARD_FILE = 'unknown_hosts_filter'
+LOCK_FILE = 'lock'
+QUARANTINE_DIR = 'quarantine'
+_TMP_SUFFIX = '.tmp'
+# Errors after which the next sync may succeed; anything else is fatal.
+TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR,
+                              errno.EAGAIN, errno.ENOMEM})
+_MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}'
+                           rb'(?![0-9A-Fa-f])')
+
+
+class HostsDirError(Exception):
+    """The hostsdir cannot be used; the message says why and where."""
+
+
+class HostsDirLocked(HostsDirError):
+    """Another process holds the hostsdir lock."""
+
+
+class TransientWriteError(HostsDirError):
+    """A write failed in a way the next sync may overcome (e.g. ENOSPC)."""
+
+
+def file_name(key):
+    """Return the file name for a MAC or for :data:`macs.WILDCARD`."""
+    return WILDCARD_FILE if key == macs.WILDCARD else key
+
+
+def key_for_name(name):
+    """Return the key a file name stands for, or None for a foreign name."""
+    if name == WILDCARD_FILE:
+        return macs.WILDCARD
+    return name if macs.normalize_mac(name) == name else None
+
+
+def render(key, action):
+    """Return the exact bytes of the file for ``key`` in state ``action``."""
+    if action is Action.DENY:
+        return ('%s,ignore\n' % key).encode('ascii')
+    return ('%s\n' % key).encode('ascii')
+
+
+def parse(key, data):
+    """Return the Action ``data`` expresses for ``key``, or None if invalid."""
+    for action in Action:
+        if data == render(key, action):
+            return action
+    return None
+
+
+class HostsDir:
+    """The hostsdir and its index.  Not thread-safe: one writer thread.
+
+    :ivar index: ``{key: Action or None}`` for every file we know is on disk;
+        None means the file exists but its content is not a valid form and
+        must be rewritten.
+    """
+
+    def __init__(self, path, staging_dir=None):
+        self.path = os.path.abspath(path)
+        parent, base = os.path.split(self.path)
+        self.staging = os.path.abspath(
+            staging_dir or os.path.join(parent, '.%s.staging' % base))
+        self.index = {}
+        self.files_written = 0
+        self.track_own_writes = False
+        self._own = {}
+        self._lock_fd = None
+
+    # -- set-up -----------------------------------------------------------
+
+    def check(self):
+        """Check that the directory is usable; raise HostsDirError if not."""
+        if not os.path.isdir(self.path):
+            raise HostsDirError('%s: directory does not exist' % self.path)
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise HostsDirError('%s: directory is not writable' % self.path)
+        try:
+            os.makedirs(self.staging, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise HostsDirError('%s: cannot create the staging directory: %s'
+                                % (self.staging, exc.strerror))
+        if not os.access(self.staging, os.W_OK | os.X_OK):
+            raise HostsDirError('%s: staging directory is not writable'
+                                % self.staging)
+        if os.stat(self.staging).st_dev != os.stat(self.path).st_dev:
+            raise HostsDirError(
+                '%s: staging directory is not on the same filesystem as %s '
+                '(renames would not be atomic)' % (self.staging, self.path))
+
+    def lock(self, wait=0.0):
+        """Take the exclusive lock, waiting up to ``wait`` seconds.
+
+        The lock is an flock on ``<staging>/lock``; it is released when every
+        holder of the descriptor (this process, and the guard that inherits
+        it) has exited.  Leftover temp files from a killed run are removed.
+
+        :raises HostsDirLocked: another process still holds it.
+        """
+        self.check()
+        lock_path = os.path.join(self.staging, LOCK_FILE)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 32, 0).decode('ascii', 'replace')
+                    os.close(fd)
+                    raise HostsDirLocked(
+                        '%s is in use by another pxefilterd (pid %s, lock %s)'
+                        % (self.path, holder.strip() or 'unknown', lock_path))
+                time.sleep(0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, ('%d\n' % os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        for name in os.listdir(self.staging):
+            if name.endswith(_TMP_SUFFIX):
+                os.unlink(os.path.join(self.staging, name))
+
+    @property
+    def lock_fd(self):
+        return self._lock_fd
+
+    def unlock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def purge(self):
+        """Remove every file from the directory; return how many.
+
+        Only safe while dnsmasq is not running, or followed by a reload:
+        dnsmasq keeps what it read from a deleted file.
+        """
+        count = 0
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    LOG.warning('Purge: %s is a directory; left in place',
+                                entry.path)
+                    continue
+                os.unlink(entry.path)
+                count += 1
+        self.index = {}
+        self._own.clear()
+        return count
+
+    def load(self):
+        """Index what is on disk instead of purging; return foreign names.
+
+        Files with a valid name but invalid content are indexed as None so
+        the next apply rewrites them.
+        """
+        self.index = {}
+        foreign = []
+        with os.scandir(self.path) as entries:
+            for entry in entries:
+                key = key_for_name(entry.name)
+                if key is None or not entry.is_file(follow_symlinks=False):
+                    foreign.append(entry.name)
+                    continue
+                self.index[key] = parse(key, self._read(entry.path))
+        return sorted(foreign)
+
+    # -- writing ------------------------------------------------------------
+
+    def cached(self):
+        """Return the MACs that have a file (the wildcard excluded)."""
+        return [k for k in self.index if k != macs.WILDCARD]
+
+    def current(self):
+        """Return ``{key: Action}`` of what is on disk (for policy.diff)."""
+        return self.index
+
+    def apply(self, changes, pace=None):
+        """Write every ``{key: Action}`` in ``changes``; return the count.
+
+        Writes are atomic renames; the index is updated after each one, so
+        after an error it still describes the disk exactly.
+
+        :param pace: optional callable taking the number written so far,
+            called after each write (used to rate-limit bursts).
+        :raises TransientWriteError: a write failed with e.g. ENOSPC; the
+            remaining changes were not attempted.
+        :raises HostsDirError: the directory is gone, read-only or otherwise
+            unusable.
+        """
+        written = 0
+        for key, action in changes.items():
+            self.write(key, action)
+            written += 1
+            if pace is not None:
+                pace(written)
+        return written
+
+    def write(self, key, action):
+        """Atomically replace the file for ``key`` with ``action``'s form."""
+        name = file_name(key)
+        if key != macs.WILDCARD and macs.normalize_mac(key) != key:
+            # Defence in depth: callers normalise, but never trust it.
+            raise ValueError('refusing to write a file for %r' % (key,))
+        tmp = os.path.join(self.staging, name + _TMP_SUFFIX)
+        data = render(key, action)
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                         | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            try:
+                os.fchmod(fd, 0o644)
+                if os.write(fd, data) != len(data):
+                    raise OSError(errno.ENOSPC, 'short write')
+                ino = os.fstat(fd).st_ino if self.track_own_writes else None
+            finally:
+                os.close(fd)
+            os.rename(tmp, os.path.join(self.path, name))
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            msg = 'cannot write %s: %s' % (os.path.join(self.path, name),
+                                           exc.strerror or exc)
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise TransientWriteError(msg) from exc
+            raise HostsDirError(msg) from exc
+        self.index[key] = action
+        self.files_written += 1
+        if ino is not None:
+            self._own[name] = ino
+
+    def remove(self, keys):
+        """Delete the files of ``keys`` (compaction; follow with a reload)."""
+        for key in keys:
+            _unlink_quietly(os.path.join(self.path, file_name(key)))
+            self.index.pop(key, None)
+
+    # -- self-healing -------------------------------------------------------
+
+    def heal(self, name, created=False):
+        """Put ``name`` back to the decided state; return what was wrong.
+
+        Returns None when the file is as decided (or the event was our own
+        rename), else a one-line description of the tampering, after having
+        repaired it:
+
+        * a MAC file edited, truncated or deleted: rewritten from the index
+          (the rewrite re-asserts the record in dnsmasq);
+        * a new file for a MAC we have no file for: rewritten to the unknown
+          state (the wildcard's);
+        * a foreign file: moved to the quarantine directory beside the
+          staging files, and every MAC (and the wildcard) it mentions is
+          rewritten so that our record is the newest dnsmasq has read.
+
+        :raises TransientWriteError, HostsDirError: as :meth:`write`.
+        """
+        path = os.path.join(self.path, name)
+        key = key_for_name(name)
+        if created and name in self._own:
+            try:
+                if os.lstat(path).st_ino == self._own[name]:
+                    del self._own[name]
+                    return None
+            except OSError:
+                pass
+        self._own.pop(name, None)
+        if key is None:
+            return self._quarantine(name, path)
+        try:
+            data = self._read(path)
+            found = parse(key, data)
+        except FileNotFoundError:
+            data, found = None, None
+        except OSError as exc:
+            data, found = ('<unreadable: %s>' % exc.strerror).encode(), None
+        expected = self.index.get(key)
+        if expected is None:
+            expected = self.index.get(macs.WILDCARD, Action.DENY)
+        if data is not None and found is expected:
+            return None
+        self.write(key, expected)
+        if data is None:
+            what = 'was deleted'
+        else:
+            what = 'held %r' % data[:64]
+        return '%s %s; rewritten to %s' % (path, what, expected.value)
+
+    def _quarantine(self, name, path):
+        try:
+            data = self._read(path)
+        except OSError:
+            return None   # gone again, or a directory: nothing to undo
+        qdir = os.path.join(self.staging, QUARANTINE_DIR)
+        os.makedirs(qdir, mode=0o700, exist_ok=True)
+        target = os.path.join(qdir, '%s.%d' % (name, time.time_ns()))
+        os.rename(path, target)
+        reasserted = set()
+        for token in _MAC_TOKEN_RE.findall(data):
+            mac = macs.normalize_mac(token.decode('ascii'))
+            if mac is not None and mac in self.index:
+                reasserted.add(mac)
+        if b'*' in data and macs.WILDCARD in self.index:
+            reasserted.add(macs.WILDCARD)
+        for key in sorted(reasserted):
+            self.write(key, self.index[key])
+        return ('foreign file %s moved to %s; %d of our records re-asserted'
+                % (path, target, len(reasserted)))
+
+    def rescan(self):
+        """Compare the whole directory with the index; heal every difference.
+
+        Used when inotify events may have been lost.  Returns the messages
+        of :meth:`heal`.
+        """
+        names = set(os.listdir(self.path))
+        names.update(file_name(k) for k in self.index)
+        messages = []
+        for name in sorted(names):
+            msg = self.heal(name)
+            if msg:
+                messages.append(msg)
+        return messages
+
+    @staticmethod
+    def _read(path):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK)
+        try:
+            return os.read(fd, 4096)
+        finally:
+            os.close(fd)
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

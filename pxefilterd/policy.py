@@ -1,0 +1,109 @@
+"""Who may PXE boot: the whole decision, as pure functions over plain values.
+
+Rules (from the dnsmasq PXE filter specification):
+
+* a port of a node under in-band inspection -> allow;
+* every other port ironic knows -> deny;
+* a MAC ironic does not know follows the *unknown* policy: allowed while some
+  node is under inspection (so that a node whose ports are not enrolled yet
+  can still boot the inspection ramdisk) or when auto-discovery is on, and
+  always denied with ``deny_unknown_macs``;
+* a MAC that has a file but is gone from ironic gets the unknown state: dnsmasq
+  never forgets a record it has read, so deleting its file would keep the old
+  answer; the file must say what an unknown MAC gets.
+
+Nothing here does I/O or reads global configuration.
+"""
+
+import dataclasses
+import enum
+import typing
+
+from pxefilterd import macs
+
+
+class Action(enum.Enum):
+    ALLOW = 'allow'
+    DENY = 'deny'
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What ironic said, validated.
+
+    :ivar ports: normalised MAC -> node UUID (None for a port with no node).
+    :ivar inspecting: UUIDs of nodes under in-band inspection.
+    """
+
+    ports: typing.Mapping[str, typing.Optional[str]]
+    inspecting: typing.FrozenSet[str] = frozenset()
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    deny_unknown_macs: bool = False
+    auto_discovery: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Desired:
+    """The state the hostsdir must express.
+
+    :ivar macs: normalised MAC -> Action, for every MAC that needs a file.
+    :ivar unknown: the Action for every MAC without a file (the wildcard).
+    """
+
+    macs: typing.Mapping[str, Action]
+    unknown: Action
+
+    def entries(self):
+        """Yield ``(key, action)`` for every file, the wildcard included."""
+        yield macs.WILDCARD, self.unknown
+        yield from self.macs.items()
+
+    def counts(self):
+        """Return ``(allowed, denied)`` counts over the per-MAC entries."""
+        allowed = sum(1 for a in self.macs.values() if a is Action.ALLOW)
+        return allowed, len(self.macs) - allowed
+
+
+def unknown_action(snapshot, options):
+    """Return the Action for MACs ironic does not know."""
+    if options.deny_unknown_macs:
+        return Action.DENY
+    if options.auto_discovery or snapshot.inspecting:
+        return Action.ALLOW
+    return Action.DENY
+
+
+def decide(snapshot, options, cached=()):
+    """Return the Desired state for ``snapshot``.
+
+    :param cached: MACs that already have a file; those ironic no longer
+        knows are given the unknown state (their files cannot be deleted).
+    """
+    unknown = unknown_action(snapshot, options)
+    inspecting = snapshot.inspecting
+    result = {mac: unknown for mac in cached}
+    for mac, node in snapshot.ports.items():
+        result[mac] = (Action.ALLOW if node is not None and node in inspecting
+                       else Action.DENY)
+    return Desired(macs=result, unknown=unknown)
+
+
+def fail_closed(cached=()):
+    """Return the state that lets nothing boot: every file and unknown deny."""
+    return Desired(macs={mac: Action.DENY for mac in cached},
+                   unknown=Action.DENY)
+
+
+def diff(current, desired):
+    """Return ``{key: Action}`` for the entries whose file must be written.
+
+    :param current: ``{key: Action}`` of what is on disk, where key is a MAC
+        or :data:`pxefilterd.macs.WILDCARD`; a key missing from ``current``
+        has no file.
+    :param desired: a :class:`Desired`.
+    """
+    return {key: action for key, action in desired.entries()
+            if current.get(key) is not action}

@@ -1,0 +1,416 @@
+"""The daemon's lifecycle and sync loop.
+
+    lock -> guard -> purge (or load) -> fail-closed state -> first sync
+    (retried until it succeeds) -> start dnsmasq -> loop -> stop dnsmasq
+
+Invariant: dnsmasq started by us only ever serves a hostsdir that reflects a
+successful sync, or the fail-closed state (everything denied).  Every exit
+path logs why and returns an exit status.
+
+All hostsdir writes happen in the thread that calls :meth:`Service.run`;
+signal handlers and the watcher only set flags and wake it.
+"""
+
+import dataclasses
+import logging
+import threading
+import time
+
+from pxefilterd import commands
+from pxefilterd import hostsdir as hostsdir_mod
+from pxefilterd import ironic
+from pxefilterd import policy
+
+LOG = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 78   # EX_CONFIG: systemd's RestartPreventExitStatus
+
+# Longest sleep of the loop, so that systemd watchdog pings keep flowing.
+_MAX_TICK = 5.0
+_FIRST_SYNC_BACKOFF_MAX = 30.0
+
+
+@dataclasses.dataclass
+class Settings:
+    """The tunables the loop reads; replaced as a whole on SIGHUP."""
+
+    sync_period: float = 15.0
+    poll_interval: float = 1.0
+    options: policy.Options = policy.Options()
+    max_stale_seconds: float = 0.0
+    purge: bool = True
+    lock_wait: float = 10.0
+
+
+@dataclasses.dataclass
+class Stats:
+    """Counters for status lines and metrics."""
+
+    allowed: int = 0
+    denied: int = 0
+    unknown: str = 'deny'
+    last_sync: float = 0.0       # wall clock of the last successful sync
+    last_sync_duration: float = 0.0
+    syncs: int = 0
+    api_errors: int = 0
+    heals: int = 0
+    dnsmasq_running: bool = False
+    failed_closed: bool = False
+
+
+class Service:
+    """Wires a snapshot source, the hostsdir and the dnsmasq commands.
+
+    :param source: has ``snapshot()``, ``inspecting()`` and ``ports_of()``
+        (see :class:`pxefilterd.ironic.IronicSource`), raising
+        :class:`pxefilterd.ironic.ApiError` on failure.
+    :param store: a :class:`pxefilterd.hostsdir.HostsDir`.
+    :param cmds: a :class:`pxefilterd.commands.Commands`.
+    :param guard_factory: callable(stop_argv, timeout, lock_fd) returning a
+        guard (see :mod:`pxefilterd.guard`), or None for no guard.
+    :param watcher_factory: callable(path, wake) returning a started-able
+        watcher (see :mod:`pxefilterd.watcher`), or None.
+    :param reload_settings: callable returning new Settings on SIGHUP.
+    """
+
+    def __init__(self, settings, source, store, cmds, guard_factory=None,
+                 watcher_factory=None, notifier=None, reload_settings=None,
+                 clock=time.monotonic):
+        self.settings = settings
+        self.source = source
+        self.store = store
+        self.cmds = cmds
+        self.stats = Stats()
+        self._guard_factory = guard_factory
+        self._watcher_factory = watcher_factory
+        self._notifier = notifier
+        self._reload_settings = reload_settings
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stop_reason = None
+        self._hup = False
+        self._guard = None
+        self._watcher = None
+        self._armed = False
+        self._ports = {}
+        self._inspecting = frozenset()
+        self._dirty = False
+        self._last_contact = None
+        self._next_full = 0.0
+        self._next_poll = 0.0
+
+    # -- signals (any thread) ------------------------------------------------
+
+    def request_stop(self, reason):
+        """Ask the loop to exit cleanly (exit status 0)."""
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        self._wake.set()
+
+    def request_reload(self):
+        self._hup = True
+        self._wake.set()
+
+    def wake(self):
+        self._wake.set()
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def run(self):
+        """Run until stopped; return the exit status.  Never raises."""
+        try:
+            self.store.lock(wait=self.settings.lock_wait)
+        except hostsdir_mod.HostsDirError as exc:
+            LOG.error('Cannot start: %s', exc)
+            return EXIT_FAILURE
+        code, reason = EXIT_FAILURE, 'unexpected error'
+        try:
+            code, reason = self._run_locked()
+        except hostsdir_mod.HostsDirError as exc:
+            code, reason = EXIT_FAILURE, 'hostsdir failure: %s' % exc
+        except commands.CommandError as exc:
+            code, reason = EXIT_FAILURE, str(exc)
+        except Exception as exc:
+            LOG.exception('Unexpected error')
+            code, reason = EXIT_FAILURE, 'unexpected error: %r' % (exc,)
+        finally:
+            self._shutdown(reason, code)
+        return code
+
+    def _run_locked(self):
+        if self._guard_factory is not None and self.cmds.stop:
+            self._spawn_guard()
+        if self.settings.purge:
+            removed = self.store.purge()
+            LOG.info('Purged %d file(s) from %s', removed, self.store.path)
+        else:
+            foreign = self.store.load()
+            LOG.info('Indexed %d existing file(s) in %s', len(self.store.index),
+                     self.store.path)
+            for name in foreign:
+                LOG.warning('Foreign entry %s in the hostsdir is not ours; '
+                            'it is left in place', name)
+        self._apply(policy.fail_closed(self.store.cached()))
+        LOG.info('Hostsdir in the fail-closed state; waiting for the first '
+                 'successful sync before dnsmasq is started')
+        if not self._first_sync():
+            return EXIT_OK, self._stop_reason
+        if self.settings.purge and not self.cmds.start and self.cmds.reload:
+            # dnsmasq was started elsewhere and still holds purged records.
+            self.cmds.reload.run()
+        self._armed = True
+        if self._guard is not None:
+            self._guard.arm()
+        self.cmds.start.run()
+        self.stats.dnsmasq_running = True
+        self._start_watcher()
+        if self._notifier is not None:
+            self._notifier.ready(self.status_line())
+        LOG.info('Ready: %s', self.status_line())
+        return self._loop()
+
+    def _first_sync(self):
+        backoff = 1.0
+        while self._stop_reason is None:
+            try:
+                self._full_sync()
+                return True
+            except ironic.ApiError as exc:
+                self.stats.api_errors += 1
+                LOG.error('First sync failed, dnsmasq not started; retrying '
+                          'in %.0f s: %s', backoff, exc)
+            except hostsdir_mod.TransientWriteError as exc:
+                LOG.error('First sync could not write the hostsdir; retrying '
+                          'in %.0f s: %s', backoff, exc)
+            self._wake.wait(backoff)
+            self._wake.clear()
+            backoff = min(backoff * 2, _FIRST_SYNC_BACKOFF_MAX)
+        return False
+
+    def _loop(self):
+        now = self._clock()
+        self._next_full = now + self._sync_period()
+        self._next_poll = now + self._poll_interval()
+        while True:
+            if self._stop_reason is not None:
+                return EXIT_OK, self._stop_reason
+            if self._hup:
+                self._hup = False
+                self._reload()
+            self._check_helpers()
+            self._heal()
+            now = self._clock()
+            try:
+                if now >= self._next_full:
+                    self._next_full = now + self._sync_period()
+                    self._next_poll = now + self._poll_interval()
+                    self._full_sync()
+                elif now >= self._next_poll:
+                    self._next_poll = now + self._poll_interval()
+                    self._poll()
+                elif self._dirty:
+                    self._apply(self._desired())
+            except ironic.ApiError as exc:
+                self.stats.api_errors += 1
+                LOG.error('Sync with ironic failed; keeping the last applied '
+                          'state: %s', exc)
+            except hostsdir_mod.TransientWriteError as exc:
+                self._dirty = True
+                LOG.error('Could not write the hostsdir, retrying: %s', exc)
+            self._check_stale()
+            if self._notifier is not None:
+                self._notifier.watchdog()
+            timeout = min(self._next_full, self._next_poll) - self._clock()
+            if self._dirty:
+                timeout = min(timeout, 1.0)
+            self._wake.wait(max(0.0, min(timeout, _MAX_TICK)))
+            self._wake.clear()
+
+    def _sync_period(self):
+        period = self.settings.sync_period
+        return period if period > 0 else float('inf')
+
+    def _poll_interval(self):
+        interval = self.settings.poll_interval
+        return interval if interval > 0 else float('inf')
+
+    # -- syncing --------------------------------------------------------------
+
+    def _desired(self):
+        snapshot = policy.Snapshot(ports=self._ports,
+                                   inspecting=self._inspecting)
+        if self.stats.failed_closed:
+            return policy.fail_closed(self.store.cached())
+        return policy.decide(snapshot, self.settings.options,
+                             self.store.cached())
+
+    def _full_sync(self):
+        started = self._clock()
+        snapshot = self.source.snapshot()
+        self._ports = dict(snapshot.ports)
+        self._inspecting = snapshot.inspecting
+        self._contact()
+        written = self._apply(self._desired())
+        self.stats.syncs += 1
+        self.stats.last_sync = time.time()
+        self.stats.last_sync_duration = self._clock() - started
+        LOG.debug('Full sync: %d ports, %d node(s) inspected, %d file(s) '
+                  'written in %.3f s', len(self._ports),
+                  len(self._inspecting), written,
+                  self.stats.last_sync_duration)
+
+    def _poll(self):
+        inspecting = self.source.inspecting()
+        self._contact()
+        changed = inspecting ^ self._inspecting
+        if not changed:
+            return
+        fresh = self.source.ports_of(changed)
+        self._ports = {mac: node for mac, node in self._ports.items()
+                       if node not in changed}
+        self._ports.update(fresh)
+        self._inspecting = inspecting
+        written = self._apply(self._desired())
+        LOG.info('Inspection changed for %d node(s): %d file(s) written',
+                 len(changed), written)
+
+    def _contact(self):
+        self._last_contact = self._clock()
+        if self.stats.failed_closed:
+            LOG.warning('ironic answers again; leaving the fail-closed state')
+            self.stats.failed_closed = False
+
+    def _check_stale(self):
+        limit = self.settings.max_stale_seconds
+        if (not limit or self.stats.failed_closed
+                or self._last_contact is None
+                or self._clock() - self._last_contact < limit):
+            return
+        LOG.error('No successful sync with ironic for %d s '
+                  '(max_stale_seconds): failing closed, every MAC denied',
+                  limit)
+        self.stats.failed_closed = True
+        try:
+            self._apply(self._desired())
+        except hostsdir_mod.TransientWriteError as exc:
+            self._dirty = True
+            LOG.error('Could not write the fail-closed state: %s', exc)
+
+    def _apply(self, desired):
+        """Write what differs from the index; return the number written."""
+        changes = policy.diff(self.store.current(), desired)
+        self._dirty = True
+        written = self.store.apply(changes)
+        self._dirty = False
+        allowed, denied = desired.counts()
+        self.stats.allowed, self.stats.denied = allowed, denied
+        self.stats.unknown = desired.unknown.value
+        if written:
+            LOG.info('Wrote %d file(s): %s', written, self.status_line())
+            if self._notifier is not None:
+                self._notifier.status(self.status_line())
+        return written
+
+    def status_line(self):
+        s = self.stats
+        return ('%d allowed, %d denied, unknown MACs %s%s' % (
+            s.allowed, s.denied, s.unknown,
+            ', FAILED CLOSED' if s.failed_closed else ''))
+
+    # -- helpers: guard, watcher, reload --------------------------------------
+
+    def _spawn_guard(self):
+        self._guard = self._guard_factory(self.cmds.stop.full_argv,
+                                          self.cmds.stop.timeout,
+                                          self.store.lock_fd)
+        if self._armed:
+            self._guard.arm()
+
+    def _start_watcher(self):
+        if self._watcher_factory is None:
+            return
+        self.store.track_own_writes = True
+        self._watcher = self._watcher_factory(self.store.path, self.wake)
+        self._watcher.start()
+
+    def _check_helpers(self):
+        if self._guard is not None and not self._guard.alive():
+            LOG.error('The guard process exited unexpectedly (status %s); '
+                      'starting a new one', self._guard.proc.returncode)
+            self._spawn_guard()
+        if self._watcher is not None and not self._watcher.alive():
+            LOG.error('The hostsdir watcher died; restarting it and '
+                      'rescanning the directory')
+            self._watcher.stop()
+            self._start_watcher()
+            self._rescan()
+
+    def _heal(self):
+        if self._watcher is None:
+            return
+        pending, lost = self._watcher.take()
+        if lost:
+            LOG.warning('Hostsdir events may have been lost; rescanning')
+            self._rescan()
+            return
+        try:
+            for name, created in sorted(pending.items()):
+                msg = self.store.heal(name, created=created)
+                if msg:
+                    self.stats.heals += 1
+                    LOG.warning('Hostsdir tampering: %s', msg)
+        except hostsdir_mod.TransientWriteError as exc:
+            LOG.error('Could not repair the hostsdir: %s', exc)
+            self._watcher.events_lost()
+
+    def _rescan(self):
+        try:
+            for msg in self.store.rescan():
+                self.stats.heals += 1
+                LOG.warning('Hostsdir tampering: %s', msg)
+        except hostsdir_mod.TransientWriteError as exc:
+            LOG.error('Could not repair the hostsdir: %s', exc)
+
+    def _reload(self):
+        if self._reload_settings is None:
+            return
+        try:
+            new = self._reload_settings()
+        except Exception as exc:
+            LOG.error('SIGHUP: configuration not reloaded, keeping the '
+                      'current one: %s', exc)
+            return
+        LOG.info('SIGHUP: configuration reloaded (sync_period=%s, '
+                 'deny_unknown_macs=%s, auto_discovery=%s); syncing now',
+                 new.sync_period, new.options.deny_unknown_macs,
+                 new.options.auto_discovery)
+        self.settings = new
+        self._next_full = self._clock()
+
+    # -- exit -------------------------------------------------------------------
+
+    def _shutdown(self, reason, code):
+        if self._notifier is not None:
+            self._notifier.stopping(reason or '')
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher = None
+        stopped = not self._armed
+        if self._armed:
+            try:
+                self.cmds.stop.run()
+                stopped = True
+            except commands.CommandError as exc:
+                LOG.error('Could not stop dnsmasq: %s', exc)
+            self.stats.dnsmasq_running = False
+        if self._guard is not None:
+            if stopped:
+                self._guard.disarm()
+            else:
+                # Leave it armed: it runs the stop command once more.
+                self._guard.close(wait=self.cmds.stop.timeout + 5)
+        self.store.unlock()
+        log = LOG.info if code == EXIT_OK else LOG.error
+        log('pxefilterd exiting with status %d: %s', code, reason)
