@@ -36,10 +36,10 @@ def read_all(conf, opts_by_group):
                     detail = detail.split(' is not valid: ', 1)[1]
                 problems.append('%s: invalid value: %s'
                                 % (_opt_name(group, opt.dest), detail))
+            except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+                pass   # auth plugin options not loaded for this auth_type
             except (cfg.Error, ValueError) as exc:
                 problems.append('%s: %s' % (_opt_name(group, opt.dest), exc))
-            except cfg.NoSuchOptError:
-                pass
     return problems
 
 
@@ -84,8 +84,8 @@ def check(conf):
     try:
         store.check()
     except hostsdir.HostsDirError as exc:
-        problems.append('[dnsmasq_pxe_filter] dhcp_hostsdir = %s: %s'
-                        % (dn.dhcp_hostsdir, exc))
+        problems.append('[dnsmasq_pxe_filter] dhcp_hostsdir: %s'
+                        % exc)
     if not conf.ironic.endpoint_override and conf.ironic.auth_type in (
             None, 'none', 'noauth'):
         problems.append('[ironic] endpoint_override is required without '

@@ -61,14 +61,16 @@ class Command:
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
-            raise CommandError('%s command %s could not be run: %s'
-                               % (self.name, shlex.join(argv), exc.strerror))
+            raise CommandError(
+                '%s command %s could not be run: %s'
+                % (self.name, shlex.join(argv), exc.strerror)) from exc
         try:
             out, _ = proc.communicate(timeout=self.timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            raise CommandError('%s command %s timed out after %.1f s'
-                               % (self.name, shlex.join(argv), self.timeout))
+            raise CommandError(
+                '%s command %s timed out after %.1f s'
+                % (self.name, shlex.join(argv), self.timeout)) from None
         text = out.decode('utf-8', 'replace').strip()
         if proc.returncode != 0:
             raise CommandError('%s command %s exited with %d: %s'

@@ -4,7 +4,8 @@ Layout (the file name is the index, the content is the policy)::
 
     <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff,ignore\\n"   deny
     <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff\\n"          allow
-    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*,ignore\\n" or "*:*:*:*:*:*\\n"
+    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*,ignore\\n"   deny unknown
+    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*\\n"          allow unknown
 
 dnsmasq quirks that shape this module (see DESIGN.md):
 
@@ -40,8 +41,8 @@ _TMP_SUFFIX = '.tmp'
 # Errors after which the next sync may succeed; anything else is fatal.
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR,
                               errno.EAGAIN, errno.ENOMEM})
-_MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5}'
-                           rb'(?![0-9A-Fa-f])')
+_MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}'
+                           rb'(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f])')
 
 
 class HostsDirError(Exception):
@@ -114,7 +115,7 @@ class HostsDir:
             os.makedirs(self.staging, mode=0o755, exist_ok=True)
         except OSError as exc:
             raise HostsDirError('%s: cannot create the staging directory: %s'
-                                % (self.staging, exc.strerror))
+                                % (self.staging, exc.strerror)) from exc
         if not os.access(self.staging, os.W_OK | os.X_OK):
             raise HostsDirError('%s: staging directory is not writable'
                                 % self.staging)
@@ -146,7 +147,8 @@ class HostsDir:
                     os.close(fd)
                     raise HostsDirLocked(
                         '%s is in use by another pxefilterd (pid %s, lock %s)'
-                        % (self.path, holder.strip() or 'unknown', lock_path))
+                        % (self.path, holder.strip() or 'unknown', lock_path)
+                    ) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.pwrite(fd, ('%d\n' % os.getpid()).encode(), 0)

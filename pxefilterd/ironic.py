@@ -136,8 +136,8 @@ class IronicSource:
         """GET ``path`` once; return the decoded JSON document."""
         self.requests += 1
         try:
-            resp = self._api.get(path, params=params, microversion=MICROVERSION,
-                                 raise_exc=False)
+            resp = self._api.get(path, params=params,
+                                 microversion=MICROVERSION, raise_exc=False)
         except ks_exc.ClientException as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
         if resp.status_code != 200:

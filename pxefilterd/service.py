@@ -147,8 +147,8 @@ class Service:
             LOG.info('Purged %d file(s) from %s', removed, self.store.path)
         else:
             foreign = self.store.load()
-            LOG.info('Indexed %d existing file(s) in %s', len(self.store.index),
-                     self.store.path)
+            LOG.info('Indexed %d existing file(s) in %s',
+                     len(self.store.index), self.store.path)
             for name in foreign:
                 LOG.warning('Foreign entry %s in the hostsdir is not ours; '
                             'it is left in place', name)
@@ -389,7 +389,7 @@ class Service:
         self.settings = new
         self._next_full = self._clock()
 
-    # -- exit -------------------------------------------------------------------
+    # -- exit ---------------------------------------------------------------
 
     def _shutdown(self, reason, code):
         if self._notifier is not None:

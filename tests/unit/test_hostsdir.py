@@ -1,0 +1,252 @@
+import errno
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from pxefilterd import hostsdir
+from pxefilterd import macs
+from pxefilterd.policy import Action
+
+M1, M2 = '52:54:00:00:00:01', '52:54:00:00:00:02'
+
+
+@pytest.fixture
+def store(tmp_path):
+    path = tmp_path / 'hostsdir'
+    path.mkdir()
+    s = hostsdir.HostsDir(str(path))
+    s.lock()
+    yield s
+    s.unlock()
+
+
+def listing(store):
+    return {name: open(os.path.join(store.path, name), 'rb').read()
+            for name in os.listdir(store.path)}
+
+
+def test_render_and_parse_are_the_four_forms():
+    assert hostsdir.render(M1, Action.DENY) == b'52:54:00:00:00:01,ignore\n'
+    assert hostsdir.render(M1, Action.ALLOW) == b'52:54:00:00:00:01\n'
+    assert hostsdir.render(macs.WILDCARD, Action.DENY) == \
+        b'*:*:*:*:*:*,ignore\n'
+    assert hostsdir.render(macs.WILDCARD, Action.ALLOW) == b'*:*:*:*:*:*\n'
+    for action in Action:
+        assert hostsdir.parse(M1, hostsdir.render(M1, action)) is action
+    # dnsmasq reads ",IGNORE" as a host name (= allow): never valid here
+    assert hostsdir.parse(M1, b'52:54:00:00:00:01,IGNORE\n') is None
+    assert hostsdir.parse(M1, b'52:54:00:00:00:01,ign') is None
+    assert hostsdir.parse(M2, b'52:54:00:00:00:01\n') is None
+
+
+def test_names():
+    assert hostsdir.file_name(macs.WILDCARD) == 'unknown_hosts_filter'
+    assert hostsdir.key_for_name('unknown_hosts_filter') == macs.WILDCARD
+    assert hostsdir.key_for_name(M1) == M1
+    assert hostsdir.key_for_name('52:54:00:AB:CD:EF') is None
+    assert hostsdir.key_for_name('52-54-00-00-00-01') is None
+    assert hostsdir.key_for_name('.hidden') is None
+
+
+def test_apply_writes_files_0644_and_index(store):
+    n = store.apply({M1: Action.DENY, M2: Action.ALLOW,
+                     macs.WILDCARD: Action.DENY})
+    assert n == 3
+    assert listing(store) == {
+        M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
+        'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+    for name in os.listdir(store.path):
+        mode = stat.S_IMODE(os.stat(os.path.join(store.path, name)).st_mode)
+        assert mode == 0o644
+    assert store.index == {M1: Action.DENY, M2: Action.ALLOW,
+                           macs.WILDCARD: Action.DENY}
+    assert sorted(store.cached()) == [M1, M2]
+    # nothing left behind in the staging directory but the lock
+    assert os.listdir(store.staging) == ['lock']
+
+
+def test_apply_is_atomic_rename_from_sibling(store, monkeypatch):
+    renames = []
+    real_rename = os.rename
+
+    def spy(src, dst):
+        renames.append((os.path.dirname(src), os.path.dirname(dst)))
+        # the destination never exists half-written: the source is complete
+        assert open(src, 'rb').read() == hostsdir.render(M1, Action.DENY)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, 'rename', spy)
+    store.apply({M1: Action.DENY})
+    assert renames == [(store.staging, store.path)]
+    assert os.path.dirname(store.path) == os.path.dirname(store.staging)
+
+
+def test_write_refuses_invalid_keys(store):
+    for bad in ('../x', 'AA:BB:CC:DD:EE:FF', '52:54:00:00:00:01\n', '', 'x/y'):
+        with pytest.raises(ValueError):
+            store.write(bad, Action.ALLOW)
+    assert os.listdir(store.path) == []
+
+
+def test_transient_error_keeps_index_exact(store, monkeypatch):
+    store.apply({M1: Action.DENY})
+    real_write = os.write
+    calls = []
+
+    def failing_write(fd, data):
+        calls.append(data)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, 'No space left on device')
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, 'write', failing_write)
+    with pytest.raises(hostsdir.TransientWriteError, match='No space'):
+        store.apply({M1: Action.ALLOW, M2: Action.DENY})
+    assert store.index == {M1: Action.ALLOW}
+    assert listing(store) == {M1: b'52:54:00:00:00:01\n'}
+    assert os.listdir(store.staging) == ['lock']   # temp file removed
+
+
+def test_vanished_directory_is_fatal(store, tmp_path):
+    os.rmdir(store.path)
+    with pytest.raises(hostsdir.HostsDirError) as info:
+        store.apply({M1: Action.DENY})
+    assert not isinstance(info.value, hostsdir.TransientWriteError)
+
+
+def test_purge_removes_files_keeps_dirs(store):
+    store.apply({M1: Action.DENY})
+    open(os.path.join(store.path, 'garbage'), 'w').write('x')
+    os.symlink('/etc/passwd', os.path.join(store.path, 'link'))
+    os.mkdir(os.path.join(store.path, 'subdir'))
+    assert store.purge() == 3
+    assert os.listdir(store.path) == ['subdir']
+    assert store.index == {}
+    assert os.path.exists('/etc/passwd')
+
+
+def test_load_indexes_valid_and_flags_invalid(store):
+    open(os.path.join(store.path, M1), 'wb').write(b'52:54:00:00:00:01\n')
+    open(os.path.join(store.path, M2), 'wb').write(b'52:54:00:00:00:02,IGN')
+    open(os.path.join(store.path, 'AA:BB:CC:DD:EE:FF'), 'w').write('x')
+    foreign = store.load()
+    assert foreign == ['AA:BB:CC:DD:EE:FF']
+    assert store.index == {M1: Action.ALLOW, M2: None}
+
+
+def test_lock_is_exclusive_and_names_the_holder(tmp_path):
+    path = tmp_path / 'hd'
+    path.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, '-c',
+         'import sys,time; from pxefilterd import hostsdir; '
+         'h = hostsdir.HostsDir(sys.argv[1]); h.lock(); print("ok", '
+         'flush=True); time.sleep(30)', str(path)],
+        stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout.readline() == b'ok\n'
+        second = hostsdir.HostsDir(str(path))
+        with pytest.raises(hostsdir.HostsDirLocked,
+                           match='pid %d' % holder.pid):
+            second.lock(wait=0.2)
+    finally:
+        holder.kill()
+        holder.wait()
+    second.lock(wait=2)   # free once the holder is gone
+    second.unlock()
+
+
+def test_lock_cleans_leftover_temp_files(tmp_path):
+    path = tmp_path / 'hd'
+    path.mkdir()
+    s = hostsdir.HostsDir(str(path))
+    s.check()
+    open(os.path.join(s.staging, M1 + '.tmp'), 'w').write('52:54')
+    s.lock()
+    assert os.listdir(s.staging) == ['lock']
+    s.unlock()
+
+
+def test_check_reports_missing_and_readonly(tmp_path):
+    with pytest.raises(hostsdir.HostsDirError, match='does not exist'):
+        hostsdir.HostsDir(str(tmp_path / 'nope')).check()
+    if os.geteuid() != 0:
+        ro = tmp_path / 'ro'
+        ro.mkdir()
+        ro.chmod(0o555)
+        with pytest.raises(hostsdir.HostsDirError, match='not writable'):
+            hostsdir.HostsDir(str(ro)).check()
+
+
+class TestHeal:
+    @pytest.fixture
+    def healed(self, store):
+        store.track_own_writes = True
+        store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY,
+                     M2: Action.ALLOW})
+        return store
+
+    def path(self, store, name):
+        return os.path.join(store.path, name)
+
+    def test_own_rename_is_skipped_without_reading(self, healed, monkeypatch):
+        monkeypatch.setattr(hostsdir.HostsDir, '_read',
+                            staticmethod(lambda p: pytest.fail('read')))
+        assert healed.heal(M1, created=True) is None
+
+    def test_unchanged_file_is_fine(self, healed):
+        assert healed.heal(M1) is None
+
+    def test_edit_is_reverted(self, healed):
+        open(self.path(healed, M1), 'w').write('52:54:00:00:00:01\n')
+        msg = healed.heal(M1)
+        assert 'rewritten to deny' in msg
+        assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
+
+    def test_in_place_same_size_edit_after_own_write(self, healed):
+        # the inode is ours but the content is not: a modify event
+        open(self.path(healed, M1), 'r+').write('52:54:00:00:00:01,IGNORE\n')
+        assert healed.heal(M1, created=False)
+        assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
+
+    def test_truncate_and_delete_are_rewritten(self, healed):
+        open(self.path(healed, M2), 'w').close()
+        assert 'rewritten to allow' in healed.heal(M2)
+        os.unlink(self.path(healed, M1))
+        assert 'was deleted' in healed.heal(M1)
+        assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
+        assert listing(healed)[M2] == b'52:54:00:00:00:02\n'
+
+    def test_new_mac_file_gets_unknown_state(self, healed):
+        m3 = '52:54:00:00:00:03'
+        open(self.path(healed, m3), 'w').write(m3 + '\n')
+        assert 'rewritten to deny' in healed.heal(m3, created=True)
+        assert listing(healed)[m3] == (m3 + ',ignore\n').encode()
+        assert healed.index[m3] is Action.DENY
+
+    def test_foreign_file_quarantined_and_records_reasserted(self, healed):
+        open(self.path(healed, 'evil'), 'w').write(
+            '52:54:00:00:00:01\n*:*:*:*:*:*\n')
+        before = os.stat(self.path(healed, M1)).st_ino
+        msg = healed.heal('evil', created=True)
+        assert '2 of our records re-asserted' in msg
+        assert 'evil' not in os.listdir(healed.path)
+        qdir = os.path.join(healed.staging, hostsdir.QUARANTINE_DIR)
+        assert len(os.listdir(qdir)) == 1
+        # rewritten (new inode) so that ours is the newest record dnsmasq read
+        assert os.stat(self.path(healed, M1)).st_ino != before
+        assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
+
+    def test_rescan_finds_everything(self, healed):
+        os.unlink(self.path(healed, M1))
+        open(self.path(healed, M2), 'w').write('junk')
+        open(self.path(healed, 'junk'), 'w').write('junk')
+        msgs = healed.rescan()
+        assert len(msgs) == 3
+        assert listing(healed) == {
+            M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
+            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+        assert healed.rescan() == []

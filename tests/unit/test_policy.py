@@ -1,0 +1,94 @@
+import itertools
+
+import pytest
+
+from pxefilterd import macs
+from pxefilterd import policy
+from pxefilterd.policy import Action
+
+A1, A2, B1, GONE = ('52:54:00:00:00:a1', '52:54:00:00:00:a2',
+                    '52:54:00:00:00:b1', '52:54:00:00:00:ff')
+
+
+def snap(inspecting=()):
+    return policy.Snapshot(ports={A1: 'node-a', A2: 'node-a', B1: 'node-b',
+                                  '52:54:00:00:00:c1': None},
+                           inspecting=frozenset(inspecting))
+
+
+@pytest.mark.parametrize('inspecting,deny_unknown,auto,expected', [
+    # every combination of (something inspected, deny_unknown, auto)
+    ((), False, False, Action.DENY),
+    ((), False, True, Action.ALLOW),
+    ((), True, False, Action.DENY),
+    (('node-a',), False, False, Action.ALLOW),
+    (('node-a',), False, True, Action.ALLOW),
+    (('node-a',), True, False, Action.DENY),
+    # a node under inspection without ports still opens unknown MACs
+    (('node-x',), False, False, Action.ALLOW),
+    (('node-x',), True, False, Action.DENY),
+])
+def test_unknown_policy(inspecting, deny_unknown, auto, expected):
+    options = policy.Options(deny_unknown_macs=deny_unknown,
+                             auto_discovery=auto)
+    desired = policy.decide(snap(inspecting), options, cached=[GONE])
+    assert desired.unknown is expected
+    # a MAC that left ironic gets exactly the unknown state
+    assert desired.macs[GONE] is expected
+
+
+@pytest.mark.parametrize('inspecting,deny_unknown,auto', list(itertools.product(
+    [(), ('node-a',), ('node-b',), ('node-a', 'node-b')],
+    [False, True], [False, True])))
+def test_known_ports_follow_inspection_only(inspecting, deny_unknown, auto):
+    options = policy.Options(deny_unknown_macs=deny_unknown,
+                             auto_discovery=auto)
+    desired = policy.decide(snap(inspecting), options)
+    for mac, node in snap().ports.items():
+        want = Action.ALLOW if node in inspecting else Action.DENY
+        assert desired.macs[mac] is want, mac
+    assert set(desired.macs) == set(snap().ports)
+
+
+def test_port_without_node_is_denied_even_during_inspection():
+    desired = policy.decide(snap(['node-a']), policy.Options())
+    assert desired.macs['52:54:00:00:00:c1'] is Action.DENY
+
+
+def test_cached_mac_still_known_is_not_overridden():
+    desired = policy.decide(snap(['node-a']), policy.Options(), cached=[A1])
+    assert desired.macs[A1] is Action.ALLOW
+
+
+def test_fail_closed_denies_everything():
+    desired = policy.fail_closed([A1, GONE])
+    assert desired.unknown is Action.DENY
+    assert desired.macs == {A1: Action.DENY, GONE: Action.DENY}
+
+
+def test_entries_include_the_wildcard_first():
+    desired = policy.decide(snap(), policy.Options())
+    entries = list(desired.entries())
+    assert entries[0] == (macs.WILDCARD, Action.DENY)
+    assert len(entries) == 1 + len(desired.macs)
+
+
+def test_counts():
+    desired = policy.decide(snap(['node-a']), policy.Options())
+    assert desired.counts() == (2, 2)
+
+
+def test_diff_only_changes():
+    desired = policy.decide(snap(['node-a']), policy.Options())
+    current = dict(desired.entries())
+    assert policy.diff(current, desired) == {}
+    current[A1] = Action.DENY
+    del current[B1]
+    current[macs.WILDCARD] = None   # a file with invalid content
+    assert policy.diff(current, desired) == {
+        A1: Action.ALLOW, B1: Action.DENY, macs.WILDCARD: Action.ALLOW}
+
+
+def test_diff_from_empty_writes_everything():
+    desired = policy.decide(snap(), policy.Options())
+    assert len(policy.diff({}, desired)) == 1 + len(desired.macs)
