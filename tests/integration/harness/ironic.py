@@ -1,4 +1,4 @@
-"""A real, standalone ironic (all-in-one API + conductor on SQLite) as a test peer.
+"""A real standalone ironic (all-in-one API + conductor, SQLite), a test peer.
 
 :class:`IronicService` owns one working directory holding ``ironic.conf``, the
 SQLite database, the lock directory and ``ironic.log``.  It
@@ -13,7 +13,7 @@ SQLite database, the lock directory and ``ironic.log``.  It
 - starts the ``ironic`` binary of the ironic venv with a timeout, and stops it
   with SIGTERM then SIGKILL, by PID; it can be started again afterwards on the
   same port and database;
-- drives the REST API with plain :mod:`urllib` (no dependency in the test venv).
+- drives the REST API with plain :mod:`urllib` (no test-venv dependency).
 
 Ironic runs from the virtualenv given by ``PXEFILTERD_IRONIC_VENV`` (default
 ``/opt/ironic-venv``); this module itself only needs the standard library.
@@ -40,13 +40,14 @@ from . import preflight
 
 #: Microversion sent with every request.  1.80 has everything the harness and
 #: pxefilterd need (fields >= 1.8, provision_state filter >= 1.9, inspect
-#: interface >= 1.31, abort from inspect wait >= 1.41); ironic 39 serves 1.1-1.115.
+#: interface >= 1.31, abort from inspect wait >= 1.41); ironic 39 serves
+#: 1.1 to 1.115.
 API_VERSION = "1.80"
 
 #: Provision states in which a wait for another state can no longer succeed.
 _FAILED_STATES = frozenset(
-    {"error", "inspect failed", "clean failed", "deploy failed", "adopt failed",
-     "rescue failed", "unrescue failed", "service failed"})
+    {"error", "inspect failed", "clean failed", "deploy failed",
+     "adopt failed", "rescue failed", "unrescue failed", "service failed"})
 
 # Driver interfaces a node gets with the conf written below; used by bulk_load
 # so that bulk rows look exactly like nodes created through the API.
@@ -143,13 +144,13 @@ class BulkLoad:
 
 
 def _now_db() -> str:
-    """Current UTC time in the naive ``YYYY-MM-DD HH:MM:SS.ffffff`` DB format."""
+    """Current UTC time as the DB stores it (naive ISO, space separator)."""
     now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     return now.isoformat(sep=" ", timespec="microseconds")
 
 
 def _proc_start_time(pid: int) -> int | None:
-    """Return the start time (clock ticks) of *pid*, or ``None`` if it is gone."""
+    """Return the start time (clock ticks) of *pid*; ``None`` if it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
@@ -227,7 +228,7 @@ class IronicService:
                  max_limit: int = 1000,
                  extra_conf: str = "",
                  request_timeout: float = 15.0):
-        """Write the conf into *workdir* (created if needed) and reserve a port.
+        """Write the conf into *workdir* (created if needed), reserve a port.
 
         *port* pins the port instead of picking a free one (no reservation).
         *extra_conf* is appended verbatim to ``ironic.conf`` (more sections).
@@ -263,7 +264,7 @@ class IronicService:
 
     @property
     def url(self) -> str:
-        """Base URL of the API (``http://127.0.0.1:PORT``), valid before start."""
+        """API base URL ``http://127.0.0.1:PORT``; valid before start."""
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -279,7 +280,7 @@ class IronicService:
         return str(self.venv / "bin" / name)
 
     def prepare(self, timeout: float = 120.0) -> None:
-        """Create the DB schema once (idempotent) and learn the object versions.
+        """Create the DB schema once (idempotent).
 
         Raises :class:`IronicError` with the tool's output if
         ``ironic-dbsync create_schema`` fails or exceeds *timeout* seconds.
@@ -301,9 +302,10 @@ class IronicService:
     def _run(self, argv: list[str], timeout: float) -> str:
         """Run *argv* in workdir; return stdout+stderr; raise IronicError."""
         try:
-            res = subprocess.run(argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 timeout=timeout, check=False)
+            res = subprocess.run(
+                argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                timeout=timeout, check=False)
         except subprocess.TimeoutExpired as exc:
             raise IronicError(f"{argv[0]} timed out after {timeout}s") from exc
         out = res.stdout.decode(errors="replace")
@@ -313,21 +315,22 @@ class IronicService:
         return out
 
     def object_versions(self) -> dict[str, str]:
-        """Return ``{"Node": "1.44", "Port": "1.16"}`` as the venv's ironic has.
+        """Return the venv ironic's ``{"Node": "1.44", "Port": "1.16"}``.
 
         Asked once from the ironic venv (about 0.7 s) and cached; bulk rows
         need these so ironic treats them as current objects.
         """
         if self._versions is None:
-            out = self._run([self._bin("python"), "-W", "ignore", "-c",
-                             "import json; from ironic.objects import node, port; "
-                             "print(json.dumps({'Node': node.Node.VERSION, "
-                             "'Port': port.Port.VERSION}))"], 60)
+            code = ("import json; from ironic.objects import node, port; "
+                    "print(json.dumps({'Node': node.Node.VERSION, "
+                    "'Port': port.Port.VERSION}))")
+            out = self._run(
+                [self._bin("python"), "-W", "ignore", "-c", code], 60)
             self._versions = json.loads(out.strip().splitlines()[-1])
         return self._versions
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start ironic and return once the API answers with fake-hardware ready.
+        """Start ironic; return once the API answers and fake-hardware is up.
 
         Runs :meth:`prepare` first if needed.  Ready means ``GET /v1/drivers``
         lists ``fake-hardware`` (the conductor registered).  Raises
@@ -353,8 +356,9 @@ class IronicService:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
-                raise IronicError(f"ironic exited with {code} during start-up; "
-                                  f"log tail:\n{self.log_tail()}")
+                raise IronicError(
+                    f"ironic exited with {code} during start-up; "
+                    f"log tail:\n{self.log_tail()}")
             if self._drivers_ready():
                 self._children = _descendants(self._proc.pid)
                 return
@@ -369,7 +373,8 @@ class IronicService:
             drivers = self.request("GET", "/v1/drivers", timeout=2.0)
         except IronicError:
             return False
-        return any(d.get("name") == "fake-hardware" for d in drivers["drivers"])
+        return any(d.get("name") == "fake-hardware"
+                   for d in drivers["drivers"])
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop ironic: SIGTERM by PID, SIGKILL after *timeout* seconds.
@@ -476,9 +481,10 @@ class IronicService:
         return self._list("ports", {"fields": ",".join(fields)})
 
     def list_nodes(self, provision_state: str | None = None,
-                   fields: tuple[str, ...] = ("uuid", "name", "provision_state")
+                   fields: tuple[str, ...] = ("uuid", "name",
+                                              "provision_state"),
                    ) -> list[dict]:
-        """Return every node (all pages), optionally in one *provision_state*."""
+        """Return every node (all pages), optionally in *provision_state*."""
         query = {"fields": ",".join(fields)}
         if provision_state:
             query["provision_state"] = provision_state
@@ -490,8 +496,9 @@ class IronicService:
 
     def provision_state(self, node_uuid: str) -> str:
         """Return the node's current ``provision_state``."""
-        return self.request(
-            "GET", f"/v1/nodes/{node_uuid}?fields=provision_state")["provision_state"]
+        node = self.request(
+            "GET", f"/v1/nodes/{node_uuid}?fields=provision_state")
+        return node["provision_state"]
 
     def wait_for_state(self, node_uuid: str, state: str,
                        timeout: float = 30.0) -> None:
@@ -503,13 +510,15 @@ class IronicService:
         deadline = time.monotonic() + timeout
         while True:
             node = self.request(
-                "GET", f"/v1/nodes/{node_uuid}?fields=provision_state,last_error")
+                "GET",
+                f"/v1/nodes/{node_uuid}?fields=provision_state,last_error")
             current = node["provision_state"]
             if current == state:
                 return
             if current in _FAILED_STATES:
-                raise IronicError(f"node {node_uuid} is '{current}' waiting for "
-                                  f"'{state}': {node.get('last_error')}")
+                raise IronicError(
+                    f"node {node_uuid} is '{current}' waiting for "
+                    f"'{state}': {node.get('last_error')}")
             if time.monotonic() > deadline:
                 raise IronicError(f"node {node_uuid} still '{current}' after "
                                   f"{timeout}s waiting for '{state}'")
@@ -522,7 +531,7 @@ class IronicService:
 
     def create_node(self, name: str, inspect_interface: str = "agent", *,
                     timeout: float = 30.0) -> str:
-        """Create a fake-hardware node, move it enroll -> manageable, return UUID.
+        """Create a fake-hardware node, enroll -> manageable; return its UUID.
 
         Raises :class:`IronicError` if creation fails or ``manageable`` is not
         reached within *timeout* seconds.
@@ -535,12 +544,12 @@ class IronicService:
         return node["uuid"]
 
     def create_port(self, node_uuid: str, mac: str) -> str:
-        """Create a port with address *mac* on the node; return the port UUID."""
+        """Create a port with address *mac* on the node; return its UUID."""
         return self.request("POST", "/v1/ports",
                             {"node_uuid": node_uuid, "address": mac})["uuid"]
 
     def delete_port(self, port_uuid: str) -> None:
-        """Delete the port (raises :class:`IronicError` with status 404 if absent)."""
+        """Delete the port (:class:`IronicError` with status 404 if absent)."""
         self.request("DELETE", f"/v1/ports/{port_uuid}")
 
     def delete_node(self, node_uuid: str) -> None:
@@ -560,7 +569,7 @@ class IronicService:
             self.wait_for_state(node_uuid, expect, timeout)
 
     def abort(self, node_uuid: str, *, timeout: float = 30.0) -> None:
-        """Abort inspection: ``inspect wait`` -> ``inspect failed``, waited for."""
+        """Abort inspection (``inspect wait`` -> ``inspect failed``), wait."""
         self.set_provision_state(node_uuid, "abort")
         self.wait_for_state(node_uuid, "inspect failed", timeout)
 
@@ -570,7 +579,7 @@ class IronicService:
                   provision_state: str = "manageable",
                   inspect_interface: str = "agent",
                   name_prefix: str | None = None) -> BulkLoad:
-        """Insert *n_nodes* fake-hardware nodes with *ports_per_node* ports each.
+        """Insert *n_nodes* fake-hardware nodes, *ports_per_node* ports each.
 
         Rows go straight into SQLite in one transaction, so ironic must NOT be
         running (raises :class:`IronicError`); the schema is created first if
@@ -601,19 +610,21 @@ class IronicService:
         for i in range(n_nodes):
             node_uuid = str(uuid.uuid4())
             result.nodes.append(node_uuid)
-            node_rows.append((node_uuid, f"{name_prefix}-{i:06d}", provision_state,
-                              now, now, versions["Node"],
+            node_rows.append((node_uuid, f"{name_prefix}-{i:06d}",
+                              provision_state, now, now, versions["Node"],
                               *node_cols.values()))
         cols = ", ".join(node_cols)
         node_sql = (
-            "INSERT INTO nodes (uuid, name, driver, power_state, provision_state,"
-            " provision_updated_at, created_at, version, conductor_group,"
-            " maintenance, console_enabled, protected, retired, disable_power_off,"
+            "INSERT INTO nodes (uuid, name, driver, power_state,"
+            " provision_state, provision_updated_at, created_at, version,"
+            " conductor_group, maintenance, console_enabled, protected,"
+            " retired, disable_power_off,"
             " instance_info, properties, driver_info, driver_internal_info,"
             " clean_step, deploy_step, service_step, raid_config,"
             " target_raid_config, extra, network_data, " + cols + ") VALUES"
-            " (?, ?, 'fake-hardware', 'power off', ?, ?, ?, ?, '', 0, 0, 0, 0, 0,"
-            " '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', '{}', "
+            " (?, ?, 'fake-hardware', 'power off', ?, ?, ?, ?,"
+            " '', 0, 0, 0, 0, 0, "
+            + ", ".join(["'{}'"] * 11) + ", "
             + ", ".join("?" * len(node_cols)) + ")")
         port_sql = (
             "INSERT INTO ports (uuid, address, node_id, extra,"
@@ -632,12 +643,13 @@ class IronicService:
                 for node_uuid in result.nodes:
                     for _ in range(ports_per_node):
                         raw = counter.to_bytes(free, "big").hex()
-                        mac = ":".join(octets + [raw[j:j + 2]
-                                                 for j in range(0, 2 * free, 2)])
+                        mac = ":".join(octets + [
+                            raw[j:j + 2] for j in range(0, 2 * free, 2)])
                         counter += 1
                         result.ports[mac] = node_uuid
-                        port_rows.append((str(uuid.uuid4()), mac, ids[node_uuid],
-                                          versions["Port"], now))
+                        port_rows.append((str(uuid.uuid4()), mac,
+                                          ids[node_uuid], versions["Port"],
+                                          now))
                 db.executemany(port_sql, port_rows)
         except sqlite3.Error as exc:
             raise IronicError(f"bulk_load failed: {exc}") from exc

@@ -48,7 +48,7 @@ def root_problem() -> str | None:
 
 
 def dhcp_problem(need_dhclient: bool = False) -> str | None:
-    """Return why namespaces + dnsmasq (+ dhclient) cannot be used, or ``None``.
+    """Return why namespaces + dnsmasq (+ dhclient) can't be used, or None.
 
     Checks root, ``ip`` (iproute2), ``/usr/sbin/dnsmasq`` (dnsmasq-base),
     ``pkill`` (procps) and, if *need_dhclient*, ``dhclient`` (isc-dhcp-client).
@@ -62,7 +62,7 @@ def dhcp_problem(need_dhclient: bool = False) -> str | None:
     for tool, package in tools.items():
         if find_tool(tool) is None:
             return f"'{tool}' not found (install the Debian package {package})"
-    if not os.path.isdir("/proc/self/ns") or not os.path.exists("/proc/self/ns/net"):
+    if not os.path.exists("/proc/self/ns/net"):
         return "kernel without network namespace support"
     return None
 

@@ -1,0 +1,298 @@
+"""The service lifecycle against a fake snapshot source and real commands."""
+
+import json
+import os
+import sys
+import threading
+import time
+
+import pytest
+
+from pxefilterd import commands
+from pxefilterd import hostsdir
+from pxefilterd import ironic
+from pxefilterd import policy
+from pxefilterd import service
+
+RECORDER = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                        'record_command.py')
+A1, B1, X1 = '52:54:00:00:00:a1', '52:54:00:00:00:b1', '52:54:00:00:00:99'
+DENY_A1 = A1 + ',ignore\n'
+WILD_DENY, WILD_ALLOW = '*:*:*:*:*:*,ignore\n', '*:*:*:*:*:*\n'
+
+
+class FakeSource:
+    def __init__(self):
+        self.ports = {A1: 'node-a', B1: 'node-b'}
+        self.inspecting_nodes = set()
+        self.failures = 0
+        self.calls = []
+        self.lock = threading.Lock()
+
+    def _maybe_fail(self, what):
+        with self.lock:
+            self.calls.append(what)
+            if self.failures:
+                self.failures -= 1
+                raise ironic.ApiError('ironic is down (fake)')
+
+    def snapshot(self):
+        self._maybe_fail('snapshot')
+        return policy.Snapshot(dict(self.ports),
+                               frozenset(self.inspecting_nodes))
+
+    def inspecting(self):
+        self._maybe_fail('inspecting')
+        return frozenset(self.inspecting_nodes)
+
+    def ports_of(self, nodes):
+        self._maybe_fail('ports_of')
+        return {m: n for m, n in self.ports.items() if n in nodes}
+
+
+def wait_for(predicate, timeout=10.0, what='condition'):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    pytest.fail('timed out waiting for %s' % what)
+
+
+class Harness:
+    def __init__(self, tmp_path, settings=None, start_code=0, stop_code=0,
+                 reload=False, guard=False):
+        self.dir = tmp_path / 'hostsdir'
+        self.dir.mkdir()
+        self.log = tmp_path / 'commands.log'
+        self.source = FakeSource()
+        self.store = hostsdir.HostsDir(str(self.dir))
+
+        def cmd(name, code=0):
+            return [sys.executable, RECORDER, str(self.log), name,
+                    str(self.dir), str(code)]
+
+        self.cmds = commands.Commands(
+            start=cmd('start', start_code), stop=cmd('stop', stop_code),
+            reload=cmd('reload') if reload else (), timeout=10)
+        self.settings = settings or service.Settings(
+            sync_period=0.2, poll_interval=0.05, lock_wait=0)
+        self.svc = service.Service(
+            self.settings, self.source, self.store, self.cmds,
+            guard_factory=None)
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        self.code = self.svc.run()
+
+    def start(self):
+        self.thread.start()
+        return self
+
+    def stop(self, reason='test'):
+        self.svc.request_stop(reason)
+        self.thread.join(timeout=20)
+        assert not self.thread.is_alive()
+        return self.code
+
+    def records(self):
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().split('\n')
+                if line]
+
+    def names(self):
+        return [r['name'] for r in self.records()]
+
+    def files(self):
+        return {n: (self.dir / n).read_text() for n in os.listdir(self.dir)}
+
+
+@pytest.fixture
+def harness(tmp_path):
+    made = []
+
+    def make(**kwargs):
+        h = Harness(tmp_path, **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        if h.thread.is_alive():
+            h.stop('fixture cleanup')
+
+
+def test_start_after_first_sync_and_stop_on_request(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'], what='start command')
+    start = h.records()[0]
+    # dnsmasq was started on a complete, synced directory
+    assert start['files'] == {A1: DENY_A1, B1: B1 + ',ignore\n',
+                              'unknown_hosts_filter': WILD_DENY}
+    assert h.stop('SIGTERM') == service.EXIT_OK
+    assert h.names() == ['start', 'stop']
+
+
+def test_purge_at_start_removes_stale_files(harness):
+    h = harness()
+    (h.dir / 'stale-garbage').write_text('x')
+    (h.dir / X1).write_text(X1 + '\n')
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    assert set(h.records()[0]['files']) == {A1, B1, 'unknown_hosts_filter'}
+    h.stop()
+
+
+def test_dnsmasq_not_started_until_ironic_answers(harness):
+    h = harness()
+    h.source.failures = 2
+    h.start()
+    wait_for(lambda: h.source.calls.count('snapshot') >= 3, timeout=15)
+    wait_for(lambda: h.names() == ['start'])
+    assert h.stop() == service.EXIT_OK
+
+
+def test_stop_before_first_sync_never_starts_dnsmasq(harness):
+    h = harness()
+    h.source.failures = 10 ** 6
+    h.start()
+    wait_for(lambda: h.source.calls)
+    # the fail-closed state is on disk meanwhile
+    wait_for(lambda: h.files() == {'unknown_hosts_filter': WILD_DENY})
+    assert h.stop() == service.EXIT_OK
+    assert h.names() == []
+
+
+def test_inspection_is_applied_by_the_poll(harness):
+    h = harness(settings=service.Settings(sync_period=3600,
+                                          poll_interval=0.05, lock_wait=0))
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.source.inspecting_nodes.add('node-a')
+    wait_for(lambda: h.files().get(A1) == A1 + '\n', what='allow A1')
+    assert h.files()['unknown_hosts_filter'] == WILD_ALLOW
+    assert h.files()[B1] == B1 + ',ignore\n'
+    assert h.source.calls.count('snapshot') == 1   # no full sync needed
+    h.source.inspecting_nodes.clear()
+    wait_for(lambda: h.files().get(A1) == DENY_A1, what='deny A1 again')
+    assert h.files()['unknown_hosts_filter'] == WILD_DENY
+    h.stop()
+
+
+def test_port_gone_from_ironic_gets_unknown_state(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    del h.source.ports[B1]
+    h.source.inspecting_nodes.add('node-a')
+    wait_for(lambda: h.files().get(B1) == B1 + '\n', what='B1 unknown=allow')
+    h.source.inspecting_nodes.clear()
+    wait_for(lambda: h.files().get(B1) == B1 + ',ignore\n')
+    h.stop()
+
+
+def test_api_errors_in_the_loop_keep_the_state(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    h.source.inspecting_nodes.add('node-a')
+    wait_for(lambda: h.files().get(A1) == A1 + '\n')
+    h.source.failures = 20
+    wait_for(lambda: h.source.failures == 0, timeout=20)
+    assert h.svc.stats.api_errors >= 20
+    assert h.files().get(A1) == A1 + '\n'
+    assert h.thread.is_alive()
+    h.stop()
+
+
+def test_max_stale_fails_closed_and_recovers(harness):
+    h = harness(settings=service.Settings(
+        sync_period=0.1, poll_interval=0.05, max_stale_seconds=0.3,
+        lock_wait=0))
+    h.source.inspecting_nodes.add('node-a')
+    h.start()
+    wait_for(lambda: h.files().get(A1) == A1 + '\n')
+    h.source.failures = 10 ** 6
+    wait_for(lambda: h.svc.stats.failed_closed, what='fail closed')
+    assert h.files()[A1] == DENY_A1
+    assert h.files()['unknown_hosts_filter'] == WILD_DENY
+    h.source.failures = 0
+    wait_for(lambda: h.files().get(A1) == A1 + '\n', what='recovery')
+    assert not h.svc.stats.failed_closed
+    h.stop()
+
+
+def test_noop_sync_writes_nothing(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    written = h.store.files_written
+    syncs = h.svc.stats.syncs
+    wait_for(lambda: h.svc.stats.syncs >= syncs + 3)
+    assert h.store.files_written == written
+    h.stop()
+
+
+def test_failing_start_command_stops_and_exits_nonzero(harness):
+    h = harness(start_code=3).start()
+    h.thread.join(timeout=20)
+    assert h.code == service.EXIT_FAILURE
+    assert h.names() == ['start', 'stop']
+
+
+def test_vanished_hostsdir_is_fatal_and_stops_dnsmasq(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    for name in os.listdir(h.dir):
+        os.unlink(h.dir / name)
+    os.rmdir(h.dir)
+    h.source.inspecting_nodes.add('node-a')
+    h.thread.join(timeout=20)
+    assert h.code == service.EXIT_FAILURE
+    assert h.names() == ['start', 'stop']
+
+
+def test_second_instance_on_same_hostsdir_refused(harness, tmp_path):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    other = service.Service(service.Settings(lock_wait=0), FakeSource(),
+                            hostsdir.HostsDir(str(h.dir)), h.cmds)
+    assert other.run() == service.EXIT_FAILURE
+    assert h.names() == ['start']   # the second one touched nothing
+    h.stop()
+
+
+def test_reload_after_purge_when_dnsmasq_is_external(harness):
+    h = harness(reload=True)
+    h.cmds.start = commands.Command('start', [])
+    h.start()
+    wait_for(lambda: h.names() == ['reload'])
+    assert set(h.records()[0]['files']) == {A1, B1, 'unknown_hosts_filter'}
+    h.stop()
+
+
+def test_sighup_applies_new_options_without_restart(harness):
+    h = harness()
+    new = service.Settings(sync_period=0.2, poll_interval=0.05, lock_wait=0,
+                           options=policy.Options(auto_discovery=True))
+    h.svc._reload_settings = lambda: new
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.svc.request_reload()
+    wait_for(lambda: h.files()['unknown_hosts_filter'] == WILD_ALLOW)
+    h.stop()
+    assert h.names() == ['start', 'stop']
+
+
+def test_sighup_with_bad_config_keeps_running(harness):
+    h = harness()
+
+    def broken():
+        raise ValueError('[pxe_filter] auto_discovery and deny_unknown_macs')
+
+    h.svc._reload_settings = broken
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.svc.request_reload()
+    syncs = h.svc.stats.syncs
+    wait_for(lambda: h.svc.stats.syncs > syncs)
+    assert h.stop() == service.EXIT_OK
