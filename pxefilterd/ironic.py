@@ -14,6 +14,7 @@ import urllib.parse
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 import openstack.connection
+import openstack.exceptions
 import tenacity
 
 from pxefilterd import macs
@@ -117,7 +118,8 @@ class IronicSource:
 
     def __init__(self, conn, supported_interfaces=('agent', 'inspector'),
                  page_size=1000, retries=3, retry_interval=0.5):
-        self._api = conn.baremetal
+        self._conn = conn
+        self._api = None
         self.supported = frozenset(supported_interfaces)
         self.page_size = page_size
         self.retries = retries
@@ -136,9 +138,13 @@ class IronicSource:
         """GET ``path`` once; return the decoded JSON document."""
         self.requests += 1
         try:
+            if self._api is None:
+                # Creating the proxy runs version discovery: a request too.
+                self._api = self._conn.baremetal
             resp = self._api.get(path, params=params,
                                  microversion=MICROVERSION, raise_exc=False)
-        except ks_exc.ClientException as exc:
+        except (ks_exc.ClientException,
+                openstack.exceptions.SDKException) as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
         if resp.status_code != 200:
             raise ApiError('GET %s returned HTTP %d: %.200s'

@@ -166,6 +166,9 @@ class Service:
         self.cmds.start.run()
         self.stats.dnsmasq_running = True
         self._start_watcher()
+        if self._watcher is not None:
+            # Anything changed before the watch existed has no event.
+            self._rescan()
         if self._notifier is not None:
             self._notifier.ready(self.status_line())
         LOG.info('Ready: %s', self.status_line())
