@@ -37,9 +37,9 @@ def test_unknown_policy(inspecting, deny_unknown, auto, expected):
     assert desired.macs[GONE] is expected
 
 
-@pytest.mark.parametrize('inspecting,deny_unknown,auto', list(itertools.product(
-    [(), ('node-a',), ('node-b',), ('node-a', 'node-b')],
-    [False, True], [False, True])))
+@pytest.mark.parametrize('inspecting,deny_unknown,auto', list(
+    itertools.product([(), ('node-a',), ('node-b',), ('node-a', 'node-b')],
+                      [False, True], [False, True])))
 def test_known_ports_follow_inspection_only(inspecting, deny_unknown, auto):
     options = policy.Options(deny_unknown_macs=deny_unknown,
                              auto_discovery=auto)
