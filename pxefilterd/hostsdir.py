@@ -308,6 +308,8 @@ class HostsDir:
             data, found = None, None
         except OSError as exc:
             data, found = ('<unreadable: %s>' % exc.strerror).encode(), None
+        if data is None and key not in self.index:
+            return None   # e.g. removed by compaction: nothing was decided
         expected = self.index.get(key)
         if expected is None:
             expected = self.index.get(macs.WILDCARD, Action.DENY)

@@ -19,6 +19,7 @@ import time
 from pxefilterd import commands
 from pxefilterd import hostsdir as hostsdir_mod
 from pxefilterd import ironic
+from pxefilterd import macs
 from pxefilterd import policy
 
 LOG = logging.getLogger(__name__)
@@ -32,6 +33,10 @@ _MAX_TICK = 5.0
 _FIRST_SYNC_BACKOFF_MAX = 30.0
 
 
+class _Interrupted(Exception):
+    """A paced burst was cut short by a stop request."""
+
+
 @dataclasses.dataclass
 class Settings:
     """The tunables the loop reads; replaced as a whole on SIGHUP."""
@@ -42,6 +47,9 @@ class Settings:
     max_stale_seconds: float = 0.0
     purge: bool = True
     lock_wait: float = 10.0
+    max_burst: int = 8000
+    burst_rate: int = 2000
+    compaction_interval: float = 3600.0   # seconds; 0 = never
 
 
 @dataclasses.dataclass
@@ -89,6 +97,7 @@ class Service:
         self._reload_settings = reload_settings
         self._clock = clock
         self._wake = threading.Event()
+        self._stopping = threading.Event()
         self._stop_reason = None
         self._hup = False
         self._guard = None
@@ -100,6 +109,7 @@ class Service:
         self._last_contact = None
         self._next_full = 0.0
         self._next_poll = 0.0
+        self._next_compaction = float('inf')
 
     # -- signals (any thread) ------------------------------------------------
 
@@ -107,6 +117,7 @@ class Service:
         """Ask the loop to exit cleanly (exit status 0)."""
         if self._stop_reason is None:
             self._stop_reason = reason
+        self._stopping.set()
         self._wake.set()
 
     def request_reload(self):
@@ -132,6 +143,8 @@ class Service:
             code, reason = EXIT_FAILURE, 'hostsdir failure: %s' % exc
         except commands.CommandError as exc:
             code, reason = EXIT_FAILURE, str(exc)
+        except _Interrupted:
+            code, reason = EXIT_OK, self._stop_reason
         except Exception as exc:
             LOG.exception('Unexpected error')
             code, reason = EXIT_FAILURE, 'unexpected error: %r' % (exc,)
@@ -196,6 +209,7 @@ class Service:
         now = self._clock()
         self._next_full = now + self._sync_period()
         self._next_poll = now + self._poll_interval()
+        self._next_compaction = now + self._compaction_interval()
         while True:
             if self._stop_reason is not None:
                 return EXIT_OK, self._stop_reason
@@ -223,6 +237,7 @@ class Service:
                 self._dirty = True
                 LOG.error('Could not write the hostsdir, retrying: %s', exc)
             self._check_stale()
+            self._maybe_compact()
             if self._notifier is not None:
                 self._notifier.watchdog()
             timeout = min(self._next_full, self._next_poll) - self._clock()
@@ -238,6 +253,12 @@ class Service:
     def _poll_interval(self):
         interval = self.settings.poll_interval
         return interval if interval > 0 else float('inf')
+
+    def _compaction_interval(self):
+        interval = self.settings.compaction_interval
+        if interval > 0 and self.cmds.reload:
+            return interval
+        return float('inf')
 
     # -- syncing --------------------------------------------------------------
 
@@ -302,10 +323,28 @@ class Service:
             LOG.error('Could not write the fail-closed state: %s', exc)
 
     def _apply(self, desired):
-        """Write what differs from the index; return the number written."""
+        """Write what differs from the index; return the number written.
+
+        While dnsmasq runs, a change set larger than ``max_burst`` would
+        overflow dnsmasq's inotify queue (updates silently lost): it is
+        followed by the reload command when there is one, else paced.
+        """
         changes = policy.diff(self.store.current(), desired)
         self._dirty = True
-        written = self.store.apply(changes)
+        big = (self.stats.dnsmasq_running
+               and len(changes) > self.settings.max_burst)
+        if big and self.cmds.reload:
+            written = self.store.apply(changes)
+            LOG.info('Wrote %d files at once; reloading dnsmasq so that it '
+                     're-reads them all', written)
+            self.cmds.reload.run()
+        elif big:
+            LOG.info('Writing %d files paced at %d/s beyond the first %d '
+                     '(no dnsmasq_reload_command)', len(changes),
+                     self.settings.burst_rate, self.settings.max_burst)
+            written = self.store.apply(changes, pace=self._pacer())
+        else:
+            written = self.store.apply(changes)
         self._dirty = False
         allowed, denied = desired.counts()
         self.stats.allowed, self.stats.denied = allowed, denied
@@ -315,6 +354,49 @@ class Service:
             if self._notifier is not None:
                 self._notifier.status(self.status_line())
         return written
+
+    def _pacer(self):
+        started = self._clock()
+        burst, rate = self.settings.max_burst, self.settings.burst_rate
+
+        def pace(written):
+            if written <= burst:
+                return
+            delay = started + (written - burst) / rate - self._clock()
+            if delay > 0 and self._stopping.wait(delay):
+                raise _Interrupted()
+            if self._notifier is not None and written % rate == 0:
+                self._notifier.watchdog()
+
+        return pace
+
+    def _maybe_compact(self):
+        """Remove files of MACs gone from ironic, then reload dnsmasq.
+
+        dnsmasq keeps every record it has read until a reload; a MAC gone
+        from ironic keeps a file (and a record) in the unknown state.  If the
+        reload fails, the files are written back: without the reload the
+        records would stay in dnsmasq with nothing left to correct them.
+        """
+        now = self._clock()
+        if now < self._next_compaction or self.stats.failed_closed:
+            return
+        self._next_compaction = now + self._compaction_interval()
+        gone = [mac for mac in self.store.cached() if mac not in self._ports]
+        if not gone:
+            return
+        unknown = self.store.index.get(macs.WILDCARD)
+        states = {mac: self.store.index[mac] for mac in gone}
+        self.store.remove(gone)
+        try:
+            self.cmds.reload.run()
+        except commands.CommandError as exc:
+            LOG.error('Compaction: reload failed, restoring %d file(s): %s',
+                      len(gone), exc)
+            self.store.apply({m: a or unknown for m, a in states.items()})
+            return
+        LOG.info('Compaction: removed %d file(s) of MACs gone from ironic '
+                 'and reloaded dnsmasq', len(gone))
 
     def status_line(self):
         s = self.stats

@@ -61,7 +61,10 @@ def settings_from_conf(conf):
                                auto_discovery=pf.auto_discovery),
         max_stale_seconds=pf.max_stale_seconds,
         purge=conf.dnsmasq_pxe_filter.purge_dhcp_hostsdir,
-        lock_wait=conf.dnsmasq_pxe_filter.lock_wait)
+        lock_wait=conf.dnsmasq_pxe_filter.lock_wait,
+        max_burst=conf.dnsmasq_pxe_filter.max_burst,
+        burst_rate=conf.dnsmasq_pxe_filter.burst_rate,
+        compaction_interval=conf.dnsmasq_pxe_filter.compaction_interval * 60)
 
 
 def build_service(conf):

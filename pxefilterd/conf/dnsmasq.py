@@ -32,6 +32,23 @@ opts = [
     cfg.FloatOpt('command_timeout', default=30.0, min=0.1, max=3600.0,
                  help='Seconds after which a start, stop or reload command '
                       'is killed and counted as failed.'),
+    cfg.IntOpt('max_burst', default=8000, min=1, max=1000000, mutable=True,
+               help='Most files written at full speed while dnsmasq runs. '
+                    'dnsmasq re-reads a file per inotify event and the '
+                    'kernel queue holds 16384 events by default; when it '
+                    'overflows dnsmasq silently loses updates.  A larger '
+                    'change set is written and followed by the reload '
+                    'command when one is configured, else paced at '
+                    'burst_rate.'),
+    cfg.IntOpt('burst_rate', default=2000, min=1, max=1000000, mutable=True,
+               help='Files per second written beyond max_burst when no '
+                    'reload command is configured.'),
+    cfg.IntOpt('compaction_interval', default=60, min=0, max=100000,
+               mutable=True,
+               help='Minutes between compactions: the files of MACs that '
+                    'ironic no longer has are removed and dnsmasq is '
+                    'reloaded, freeing the records it keeps for them.  '
+                    'Needs dnsmasq_reload_command; 0 disables it.'),
     cfg.FloatOpt('lock_wait', default=10.0, min=0.0, max=3600.0,
                  help='Seconds to wait for the hostsdir lock held by a '
                       'previous instance (or its guard) before giving up.'),

@@ -296,3 +296,74 @@ def test_sighup_with_bad_config_keeps_running(harness):
     syncs = h.svc.stats.syncs
     wait_for(lambda: h.svc.stats.syncs > syncs)
     assert h.stop() == service.EXIT_OK
+
+
+def many_ports(h, n):
+    h.source.ports = {'52:54:00:00:10:%02x' % i: 'node-%d' % i
+                      for i in range(n)}
+
+
+def test_big_change_set_is_followed_by_one_reload(harness):
+    h = harness(reload=True, settings=service.Settings(
+        sync_period=3600, poll_interval=0.05, lock_wait=0, max_burst=5))
+    many_ports(h, 20)
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.source.inspecting_nodes.update('node-%d' % i for i in range(10))
+    wait_for(lambda: 'reload' in h.names(), what='reload')
+    # the reload came after every file was written
+    files = h.records()[-1]['files']
+    assert sum(1 for v in files.values() if not v.endswith(',ignore\n')) \
+        == 11   # ten nodes + the wildcard
+    h.stop()
+    assert h.names() == ['start', 'reload', 'stop']
+
+
+def test_small_change_set_needs_no_reload(harness):
+    h = harness(reload=True, settings=service.Settings(
+        sync_period=3600, poll_interval=0.05, lock_wait=0, max_burst=5))
+    many_ports(h, 20)
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.source.inspecting_nodes.add('node-1')
+    wait_for(lambda: h.files().get('52:54:00:00:10:01') ==
+             '52:54:00:00:10:01\n')
+    h.stop()
+    assert h.names() == ['start', 'stop']
+
+
+def test_big_change_set_without_reload_is_paced(harness):
+    h = harness(settings=service.Settings(
+        sync_period=3600, poll_interval=0.05, lock_wait=0, max_burst=5,
+        burst_rate=100))
+    many_ports(h, 30)
+    delays = []
+    real_wait = h.svc._stopping.wait
+
+    def recording_wait(timeout=None):
+        delays.append(timeout)
+        return real_wait(timeout)
+
+    h.svc._stopping.wait = recording_wait
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.source.inspecting_nodes.update('node-%d' % i for i in range(30))
+    wait_for(lambda: h.files().get('52:54:00:00:10:1d') ==
+             '52:54:00:00:10:1d\n', what='all written')
+    # 31 files (30 + wildcard): 5 at once, 26 paced at 100/s
+    assert 0.2 < sum(delays) <= 0.27, delays
+    h.stop()
+
+
+def test_compaction_removes_gone_macs_and_reloads(harness):
+    h = harness(reload=True, settings=service.Settings(
+        sync_period=0.1, poll_interval=0.05, lock_wait=0,
+        compaction_interval=0.3))
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    del h.source.ports[B1]
+    wait_for(lambda: B1 not in h.files(), what='compaction')
+    wait_for(lambda: h.names() == ['start', 'reload'])
+    assert B1 not in h.files()
+    assert B1 not in h.store.index
+    h.stop()

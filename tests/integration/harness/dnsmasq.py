@@ -184,6 +184,21 @@ class DnsmasqInstance:
         except OSError:
             return ""
 
+    def wait_for_log(self, text: str, timeout: float = 5.0,
+                     count: int = 1) -> bool:
+        """Wait until *text* occurs *count* times in the log; return whether.
+
+        dnsmasq logs ``read <path>`` each time it (re)reads a hostsdir file,
+        which is how a test knows an inotify-driven change has landed.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.log_text().count(text) >= count:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+
     def leases(self) -> str:
         """Return the lease file's content ('' if none)."""
         try:
