@@ -86,6 +86,11 @@ def check(conf):
     except hostsdir.HostsDirError as exc:
         problems.append('[dnsmasq_pxe_filter] dhcp_hostsdir: %s'
                         % exc)
+    timeout = conf.ironic.timeout
+    if timeout is None or not 0 < timeout <= 3600:
+        problems.append('[ironic] timeout = %s: must be a number of seconds '
+                        'between 0 and 3600 (every request needs a timeout)'
+                        % timeout)
     if not conf.ironic.endpoint_override and conf.ironic.auth_type in (
             None, 'none', 'noauth'):
         problems.append('[ironic] endpoint_override is required without '

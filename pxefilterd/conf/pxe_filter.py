@@ -28,7 +28,8 @@ opts = [
                 help='Inspect interfaces that need PXE (in-band inspection). '
                      'Nodes inspected with another interface are not '
                      'allowed to boot.'),
-    cfg.IntOpt('max_stale_seconds', default=0, min=0, mutable=True,
+    cfg.IntOpt('max_stale_seconds', default=0, min=0, max=31536000,
+               mutable=True,
                help='When no synchronisation with ironic has succeeded for '
                     'this many seconds, fail closed: deny every MAC and the '
                     'unknown ones until ironic answers again.  0 keeps the '
