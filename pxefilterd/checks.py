@@ -80,7 +80,8 @@ def check(conf):
             'dnsmasq_start_command: a dnsmasq started elsewhere would keep '
             'every purged record; set dnsmasq_reload_command (or '
             'dnsmasq_start_command), or purge_dhcp_hostsdir = False')
-    store = hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None)
+    store = hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None,
+                              dn.dhcp_hostsfile or None)
     try:
         store.check()
     except hostsdir.HostsDirError as exc:

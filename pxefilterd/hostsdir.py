@@ -92,8 +92,10 @@ class HostsDir:
         must be rewritten.
     """
 
-    def __init__(self, path, staging_dir=None):
+    def __init__(self, path, staging_dir=None, base_path=None):
         self.path = os.path.abspath(path)
+        self.base_path = os.path.abspath(base_path) if base_path else None
+        self.base = {}
         parent, base = os.path.split(self.path)
         self.staging = os.path.abspath(
             staging_dir or os.path.join(parent, '.%s.staging' % base))
@@ -123,6 +125,14 @@ class HostsDir:
             raise HostsDirError(
                 '%s: staging directory is not on the same filesystem as %s '
                 '(renames would not be atomic)' % (self.staging, self.path))
+        if self.base_path:
+            base_dir = os.path.dirname(self.base_path)
+            if base_dir == self.path:
+                raise HostsDirError('%s: the hosts file must not be inside '
+                                    'the hostsdir' % self.base_path)
+            if not os.access(base_dir, os.W_OK | os.X_OK):
+                raise HostsDirError('%s: directory is not writable'
+                                    % base_dir)
 
     def lock(self, wait=0.0):
         """Take the exclusive lock, waiting up to ``wait`` seconds.
@@ -205,12 +215,71 @@ class HostsDir:
     # -- writing ------------------------------------------------------------
 
     def cached(self):
-        """Return the MACs that have a file (the wildcard excluded)."""
+        """Return the MACs that have a record (the wildcard excluded)."""
+        if self.base:
+            return list(self.base.keys()
+                        | (self.index.keys() - {macs.WILDCARD}))
         return [k for k in self.index if k != macs.WILDCARD]
 
     def current(self):
-        """Return ``{key: Action}`` of what is on disk (for policy.diff)."""
-        return self.index
+        """Return ``{key: Action}`` of what dnsmasq would read (for diff).
+
+        With a base hosts file, a per-MAC file always overrides the base
+        line: dnsmasq reads ``--dhcp-hostsfile`` before ``--dhcp-hostsdir``
+        at start-up and SIGHUP, and the newest record for a MAC wins.
+        """
+        if not self.base:
+            return self.index
+        view = dict(self.base)
+        view.update(self.index)
+        return view
+
+    def write_base(self, entries):
+        """Atomically replace the base hosts file with ``{mac: Action}``.
+
+        dnsmasq does not watch this file: it reads it at start-up and on
+        SIGHUP only, so rewriting it costs dnsmasq nothing until then.
+        """
+        for mac in entries:
+            if macs.normalize_mac(mac) != mac:
+                raise ValueError('refusing to write a line for %r' % (mac,))
+        data = b''.join(render(mac, entries[mac]) for mac in sorted(entries))
+        base_dir, base_name = os.path.split(self.base_path)
+        tmp = os.path.join(base_dir, '.%s%s' % (base_name, _TMP_SUFFIX))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
+                         | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            try:
+                os.fchmod(fd, 0o644)
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            os.rename(tmp, self.base_path)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            msg = 'cannot write %s: %s' % (self.base_path,
+                                           exc.strerror or exc)
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise TransientWriteError(msg) from exc
+            raise HostsDirError(msg) from exc
+        self.base = dict(entries)
+        self.files_written += 1
+
+    def rebase(self, entries, unknown):
+        """Move every record into the base file; keep only the wildcard.
+
+        ``entries`` (``{mac: Action}``) becomes the whole base file, the
+        wildcard file is set to ``unknown`` and every per-MAC file is
+        removed.  Each step leaves a consistent directory: should dnsmasq
+        re-read it in between, every MAC still reads as decided.  Follow
+        with a reload (or start dnsmasq) to drop the removed records.
+        """
+        self.write_base(entries)
+        self.remove([k for k in self.index if k != macs.WILDCARD])
+        if self.index.get(macs.WILDCARD) is not unknown:
+            self.write(macs.WILDCARD, unknown)
 
     def apply(self, changes, pace=None):
         """Write every ``{key: Action}`` in ``changes``; return the count.
@@ -267,8 +336,9 @@ class HostsDir:
     def remove(self, keys):
         """Delete the files of ``keys`` (compaction; follow with a reload)."""
         for key in keys:
-            _unlink_quietly(os.path.join(self.path, file_name(key)))
             self.index.pop(key, None)
+            self._own.pop(file_name(key), None)
+            _unlink_quietly(os.path.join(self.path, file_name(key)))
 
     # -- self-healing -------------------------------------------------------
 

@@ -165,6 +165,9 @@ class Service:
             for name in foreign:
                 LOG.warning('Foreign entry %s in the hostsdir is not ours; '
                             'it is left in place', name)
+        if self.store.base_path:
+            # Never trust a base file a previous run left behind.
+            self.store.write_base({})
         self._apply(policy.fail_closed(self.store.cached()))
         LOG.info('Hostsdir in the fail-closed state; waiting for the first '
                  'successful sync before dnsmasq is started')
@@ -331,9 +334,18 @@ class Service:
         """
         changes = policy.diff(self.store.current(), desired)
         self._dirty = True
-        big = (self.stats.dnsmasq_running
-               and len(changes) > self.settings.max_burst)
-        if big and self.cmds.reload:
+        running = self.stats.dnsmasq_running
+        big = running and len(changes) > self.settings.max_burst
+        if self.store.base_path and changes and (
+                not running or (big and self.cmds.reload)):
+            # One file for dnsmasq to read instead of one per MAC.
+            self._rebase(desired)
+            written = len(changes)
+            if running:
+                LOG.info('Moved %d changes into the base hosts file; '
+                         'reloading dnsmasq', written)
+                self.cmds.reload.run()
+        elif big and self.cmds.reload:
             written = self.store.apply(changes)
             LOG.info('Wrote %d files at once; reloading dnsmasq so that it '
                      're-reads them all', written)
@@ -354,6 +366,11 @@ class Service:
             if self._notifier is not None:
                 self._notifier.status(self.status_line())
         return written
+
+    def _rebase(self, desired):
+        known = {mac: action for mac, action in desired.macs.items()
+                 if mac in self._ports}
+        self.store.rebase(known, desired.unknown)
 
     def _pacer(self):
         started = self._clock()
@@ -383,20 +400,26 @@ class Service:
             return
         self._next_compaction = now + self._compaction_interval()
         gone = [mac for mac in self.store.cached() if mac not in self._ports]
-        if not gone:
+        per_mac = len(self.store.index) - (macs.WILDCARD in self.store.index)
+        if not gone and not (self.store.base_path and per_mac):
             return
-        unknown = self.store.index.get(macs.WILDCARD)
-        states = {mac: self.store.index[mac] for mac in gone}
-        self.store.remove(gone)
+        unknown = self.store.index.get(macs.WILDCARD, policy.Action.DENY)
+        if self.store.base_path:
+            self._rebase(self._desired())
+        else:
+            self.store.remove(gone)
         try:
             self.cmds.reload.run()
         except commands.CommandError as exc:
+            # dnsmasq still holds the records of the removed MACs; without
+            # their files nothing could correct them later.
             LOG.error('Compaction: reload failed, restoring %d file(s): %s',
                       len(gone), exc)
-            self.store.apply({m: a or unknown for m, a in states.items()})
+            self.store.apply({mac: unknown for mac in gone})
             return
-        LOG.info('Compaction: removed %d file(s) of MACs gone from ironic '
-                 'and reloaded dnsmasq', len(gone))
+        LOG.info('Compaction: dropped %d MAC(s) gone from ironic, folded '
+                 '%d file(s) into the base file; dnsmasq reloaded',
+                 len(gone), per_mac if self.store.base_path else 0)
 
     def status_line(self):
         s = self.stats

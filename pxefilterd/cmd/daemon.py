@@ -78,7 +78,8 @@ def build_service(conf):
     return service.Service(
         settings=settings_from_conf(conf),
         source=ironic.IronicSource.from_conf(conf),
-        store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None),
+        store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None,
+                                dn.dhcp_hostsfile or None),
         cmds=commands.Commands.from_conf(conf),
         guard_factory=guard.Guard if dn.guard else None,
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,

@@ -11,6 +11,14 @@ opts = [
                help='Where files are written before being renamed into the '
                     'hostsdir; must be on the same filesystem.  Empty means '
                     'a sibling of the hostsdir named .<name>.staging.'),
+    cfg.StrOpt('dhcp_hostsfile', default='',
+               help='Optional base hosts file (give it to dnsmasq as '
+                    '--dhcp-hostsfile).  When set, the full state is written '
+                    'to this one file before dnsmasq starts and at every '
+                    'compaction, and only changes since then are per-MAC '
+                    'files: dnsmasq reads one file of N lines far faster '
+                    'than N files (100k MACs: 0.07 s instead of 34 s at '
+                    'start-up and SIGHUP).  Must be outside the hostsdir.'),
     cfg.BoolOpt('purge_dhcp_hostsdir', default=True,
                 help='Remove every file from the hostsdir at start-up, '
                      'before the first synchronisation.'),
