@@ -79,5 +79,5 @@ def ironic_problem(venv: str | os.PathLike[str] | None = None) -> str | None:
                 "pip install ironic==39.0.0 into it)")
     for tool in ("ironic", "ironic-dbsync", "python"):
         if not os.access(venv / "bin" / tool, os.X_OK):
-            return f"{venv}/bin/{tool} missing: not an ironic venv"
+            return f"{venv}/bin/{tool} missing or not executable"
     return None

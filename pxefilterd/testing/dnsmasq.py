@@ -239,7 +239,7 @@ class DnsmasqInstance:
                                    f"{self.pid_path}:\n{self.log_text()}")
             time.sleep(0.02)
 
-    def reload(self, timeout: float = 5.0) -> None:
+    def reload(self) -> None:
         """Send SIGHUP by PID; raises :class:`DnsmasqError` if not running."""
         pid = self.pid()
         if pid is None:
@@ -262,17 +262,21 @@ class DnsmasqInstance:
                            capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
             pass
-        if self._wait_gone(pid, timeout):
+        if self.wait_gone(pid, timeout):
             return True
         if self.pid() == pid:
             os.kill(pid, signal.SIGKILL)
-        if not self._wait_gone(pid, 5.0):
+        if not self.wait_gone(pid, 5.0):
             raise DnsmasqError(f"dnsmasq pid {pid} survives SIGKILL")
         return True
 
     @staticmethod
-    def _wait_gone(pid: int, timeout: float) -> bool:
-        """Wait until *pid* is gone or a zombie; return whether it is."""
+    def wait_gone(pid: int, timeout: float) -> bool:
+        """Wait until *pid* is gone or a zombie; return whether it is.
+
+        For a daemonized dnsmasq (not our child) this is the only way to
+        know it has exited.
+        """
         deadline = time.monotonic() + timeout
         while True:
             state = _proc_state(pid)

@@ -21,6 +21,7 @@ Ironic runs from the virtualenv given by ``PXEFILTERD_IRONIC_VENV`` (default
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import json
 import os
@@ -200,15 +201,31 @@ def _kill_if_same(pid: int, start_time: int, sig: int) -> None:
             pass
 
 
-def _reserve_port() -> socket.socket:
-    """Bind a socket to a free 127.0.0.1 port and return it (not listening).
+def _die_with_parent() -> None:
+    """preexec_fn: have the kernel SIGTERM the child if its parent dies.
+
+    Keeps ironic from outliving a test runner that is SIGKILLed (no
+    finalizers run then).  Linux ties this to the *thread* that forked, so
+    start ironic from a thread that lives as long as the service.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _reserve_port(port: int = 0) -> socket.socket:
+    """Bind a socket to 127.0.0.1:*port* (0 = any free one), not listening.
 
     While it stays open no other process can bind the port without
     SO_REUSEADDR, and the kernel won't hand it out as an ephemeral port.
+    Raises OSError if the port is taken.
     """
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -351,37 +368,44 @@ class IronicService:
             self._proc = subprocess.Popen(
                 [self._bin("ironic"), "--config-file", str(self.conf_path)],
                 cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
-        while True:
-            if self._proc.poll() is not None:
-                code = self._proc.returncode
-                self._proc = None
-                raise IronicError(
-                    f"ironic exited with {code} during start-up; "
-                    f"log tail:\n{self.log_tail()}")
-            if self._drivers_ready():
-                self._children = _descendants(self._proc.pid)
-                return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise IronicError(f"ironic not ready after {timeout}s; "
-                                  f"log tail:\n{self.log_tail()}")
-            time.sleep(0.2)
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_die_with_parent)
+        try:
+            while True:
+                if self._proc.poll() is not None:
+                    code = self._proc.returncode
+                    self._proc = None
+                    self._rereserve()
+                    raise IronicError(
+                        f"ironic exited with {code} during start-up; "
+                        f"log tail:\n{self.log_tail()}")
+                if self._drivers_ready():
+                    self._children = _descendants(self._proc.pid)
+                    return
+                if time.monotonic() > deadline:
+                    raise IronicError(f"ironic not ready after {timeout}s; "
+                                      f"log tail:\n{self.log_tail()}")
+                time.sleep(0.2)
+        except BaseException:
+            self.stop()
+            raise
 
     def _drivers_ready(self) -> bool:
+        """True once ``GET /v1/drivers`` lists fake-hardware."""
         try:
             drivers = self.request("GET", "/v1/drivers", timeout=2.0)
-        except IronicError:
+            return any(d.get("name") == "fake-hardware"
+                       for d in drivers["drivers"])
+        except (IronicError, KeyError, TypeError, AttributeError):
             return False
-        return any(d.get("name") == "fake-hardware"
-                   for d in drivers["drivers"])
 
     def stop(self, timeout: float = 20.0) -> int | None:
         """Stop ironic: SIGTERM by PID, SIGKILL after *timeout* seconds.
 
-        Also SIGKILLs, by PID, worker processes it leaves behind.  Idempotent;
-        returns the exit status, or ``None`` if it was not running.  Never
-        raises for a process that is already gone.
+        Also SIGKILLs, by PID, worker processes it leaves behind, then
+        re-reserves the port (best effort) for the next :meth:`start`.
+        Idempotent; returns the exit status, or ``None`` if it was not
+        running.  Never raises for a process that is already gone.
         """
         proc, self._proc = self._proc, None
         if proc is None:
@@ -400,7 +424,16 @@ class IronicService:
                 time.sleep(0.05)
             _kill_if_same(pid, start, signal.SIGKILL)
         self._children = []
+        self._rereserve()
         return proc.returncode
+
+    def _rereserve(self) -> None:
+        """Hold the port again while stopped; skip if someone else has it."""
+        if self._reservation is None:
+            try:
+                self._reservation = _reserve_port(self.port)
+            except OSError:
+                pass
 
     def kill(self) -> None:
         """SIGKILL ironic and its workers at once (a crash, not a shutdown)."""
@@ -411,9 +444,13 @@ class IronicService:
             for pid, start in children:
                 _kill_if_same(pid, start, signal.SIGKILL)
         self._proc = None
+        self._rereserve()
 
     def close(self) -> None:
-        """Stop ironic and release the port reservation.  Idempotent."""
+        """Stop ironic and release the port reservation.  Idempotent.
+
+        The workdir (conf, DB, log) is left for the caller to remove.
+        """
         self.stop()
         if self._reservation is not None:
             self._reservation.close()
@@ -457,13 +494,13 @@ class IronicService:
             with urllib.request.urlopen(
                     req, timeout=timeout or self.request_timeout) as resp:
                 raw = resp.read()
+            return json.loads(raw) if raw else {}
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:1000]
             raise IronicError(f"{method} {path}: HTTP {exc.code}: {detail}",
                               status=exc.code) from exc
-        except (urllib.error.URLError, OSError) as exc:
+        except (urllib.error.URLError, OSError, ValueError) as exc:
             raise IronicError(f"{method} {path}: {exc}") from exc
-        return json.loads(raw) if raw else {}
 
     def _list(self, resource: str, query: dict[str, str]) -> list[dict]:
         """GET /v1/<resource> following ``next`` links; return all items."""
@@ -635,9 +672,7 @@ class IronicService:
         try:
             with db:
                 db.executemany(node_sql, node_rows)
-                ids = dict(db.execute(
-                    "SELECT uuid, id FROM nodes WHERE name LIKE ?",
-                    (name_prefix + "-%",)))
+                ids = dict(db.execute("SELECT uuid, id FROM nodes"))
                 port_rows = []
                 counter = 0
                 for node_uuid in result.nodes:

@@ -1,0 +1,130 @@
+"""Shared fixtures for integration tests against real services.
+
+Every fixture cleans up in ``finally`` (processes by PID, namespaces, temp
+dirs), also when the test fails.  Fixtures skip the test with a clear reason
+when the machine cannot run it: not root, ``ip``/``dnsmasq``/``dhclient``
+missing, or no ironic venv (``PXEFILTERD_IRONIC_VENV``, default
+``/opt/ironic-venv``).
+
+The harness lives in :mod:`pxefilterd.testing` so that the demo and the
+benchmark (console scripts) use the very same code as the tests.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from pxefilterd.testing import dhcp_probe, preflight
+from pxefilterd.testing.dnsmasq import DnsmasqInstance, HostsDirWriter
+from pxefilterd.testing.ironic import IronicService
+from pxefilterd.testing.netns import DhcpNetwork
+
+
+@pytest.fixture
+def harness_tmp():
+    """A fresh 0755 temp dir under /tmp, removed afterwards.
+
+    Unlike pytest's ``tmp_path`` (0700 parents), dnsmasq can read files
+    below it after dropping root to ``nobody``.
+    """
+    path = tempfile.mkdtemp(prefix="pxf-it-")
+    os.chmod(path, 0o755)
+    try:
+        yield Path(path)
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def ironic_factory(harness_tmp):
+    """Callable ``(**kwargs) -> IronicService`` (not started; prepared).
+
+    Each call gets its own workdir, DB and reserved port.  Every service is
+    closed (stopped by PID) at teardown.  Skips without an ironic venv.
+    """
+    problem = preflight.ironic_problem()
+    if problem:
+        pytest.skip(problem)
+    services: list[IronicService] = []
+    counter = itertools.count()
+
+    def make(**kwargs) -> IronicService:
+        svc = IronicService(harness_tmp / f"ironic-{next(counter)}", **kwargs)
+        services.append(svc)
+        svc.prepare()
+        return svc
+
+    try:
+        yield make
+    finally:
+        for svc in services:
+            svc.close()
+
+
+@pytest.fixture
+def ironic(ironic_factory):
+    """A started :class:`IronicService` (empty DB), stopped at teardown."""
+    svc = ironic_factory()
+    svc.start()
+    return svc
+
+
+@pytest.fixture
+def dhcp_network():
+    """A :class:`DhcpNetwork` (server + client netns), removed at teardown.
+
+    Skips unless root with ``ip``, ``dnsmasq`` and ``dhclient`` available.
+    """
+    problem = preflight.dhcp_problem(need_dhclient=True)
+    if problem:
+        pytest.skip(problem)
+    net = DhcpNetwork()
+    try:
+        yield net
+    finally:
+        net.close()
+
+
+@pytest.fixture
+def hostsdir(harness_tmp):
+    """A :class:`HostsDirWriter` on an empty 0755 ``hostsdir``."""
+    return HostsDirWriter(harness_tmp / "hostsdir")
+
+
+@pytest.fixture
+def dnsmasq_instance(dhcp_network, hostsdir, harness_tmp):
+    """A configured, NOT started :class:`DnsmasqInstance` on ``hostsdir``.
+
+    Whoever starts it (test or daemon via ``start_argv()``), teardown stops
+    it through the pid file and checks it is gone.
+    """
+    dm = DnsmasqInstance(dhcp_network, hostsdir.path, harness_tmp / "dnsmasq")
+    try:
+        yield dm
+    finally:
+        dm.stop()
+
+
+@pytest.fixture
+def dnsmasq(dnsmasq_instance):
+    """The ``dnsmasq_instance``, started (daemonized) and running."""
+    dnsmasq_instance.start()
+    return dnsmasq_instance
+
+
+@pytest.fixture
+def probe(dhcp_network):
+    """Callable ``(macs, **kw) -> {mac: Offer}`` probing in ``dhcp_network``.
+
+    Keyword arguments go to :func:`pxefilterd.testing.dhcp_probe.probe` (timeout,
+    retries, rate, stats).
+    """
+    def run(macs, **kwargs):
+        return dhcp_probe.probe(dhcp_network, list(macs), **kwargs)
+
+    return run
