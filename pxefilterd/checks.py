@@ -9,7 +9,27 @@ import os
 from oslo_config import cfg
 
 from pxefilterd import commands
+from pxefilterd.conf import opts as all_opts
 from pxefilterd import hostsdir
+
+
+def parse(conf, argv, prog=None):
+    """Parse ``argv`` and the config files into ``conf``; return problems.
+
+    Never raises for bad configuration: a missing or unparsable file, or an
+    option value of the wrong type, becomes one line naming it.
+    """
+    try:
+        conf(argv, project='pxefilterd', prog=prog)
+    except cfg.ConfigFilesNotFoundError as exc:
+        return ['configuration file not found: %s'
+                % ', '.join(exc.config_files)]
+    except cfg.ConfigFileParseError as exc:
+        return ['configuration file %s cannot be parsed: %s'
+                % (exc.config_file, exc.msg)]
+    except (cfg.Error, ValueError) as exc:
+        return ['configuration error: %s' % exc]
+    return read_all(conf, all_opts.list_opts())
 
 
 def _opt_name(group, name):
@@ -23,8 +43,8 @@ def read_all(conf, opts_by_group):
     shows up when the option is read.
     """
     problems = []
-    for group, opts in opts_by_group:
-        for opt in opts:
+    for group, group_opts in opts_by_group:
+        for opt in group_opts:
             try:
                 if group == 'DEFAULT':
                     getattr(conf, opt.dest)
@@ -97,7 +117,11 @@ def check(conf):
         problems.append('[ironic] endpoint_override is required without '
                         'keystone authentication (auth_type = %s)'
                         % conf.ironic.auth_type)
-    if (conf.root_helper and 'pxefilterd-rootwrap' in conf.root_helper
+    try:
+        helper_argv = commands.split(conf.root_helper)
+    except ValueError:
+        helper_argv = []
+    if (conf.rootwrap_config in helper_argv
             and (dn.dnsmasq_start_command or dn.dnsmasq_stop_command)
             and not os.path.exists(conf.rootwrap_config)):
         problems.append('[DEFAULT] rootwrap_config = %s: file not found (the '

@@ -84,6 +84,35 @@ def parse(key, data):
     return None
 
 
+def read_base(path):
+    """Read the base hosts file (``[dnsmasq_pxe_filter] dhcp_hostsfile``).
+
+    Returns ``(entries, invalid)``: ``entries`` maps each MAC with a valid
+    line to its Action, ``invalid`` counts the other non-empty lines.  A
+    missing file reads as no entries.
+
+    :raises OSError: the file exists but cannot be read.
+    """
+    try:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except FileNotFoundError:
+        return {}, 0
+    entries, invalid = {}, 0
+    for line in data.split(b'\n'):
+        if not line:
+            continue
+        key = line.split(b',', 1)[0].decode('ascii', 'replace')
+        action = (parse(key, line + b'\n')
+                  if macs.normalize_mac(key) == key else None)
+        if action is None:
+            invalid += 1
+        else:
+            entries[key] = action
+    return entries, invalid
+
+
+
 class HostsDir:
     """The hostsdir and its index.  Not thread-safe: one writer thread.
 
@@ -233,6 +262,12 @@ class HostsDir:
         view = dict(self.base)
         view.update(self.index)
         return view
+
+    def load_base(self):
+        """Index the base hosts file as it is on disk; return the number of
+        invalid lines (left out of the index)."""
+        self.base, invalid = read_base(self.base_path)
+        return invalid
 
     def write_base(self, entries):
         """Atomically replace the base hosts file with ``{mac: Action}``.

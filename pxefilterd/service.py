@@ -96,6 +96,7 @@ class Service:
         self._notifier = notifier
         self._reload_settings = reload_settings
         self._clock = clock
+        self.sync_observers = []   # callables(duration), e.g. metrics
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._stop_reason = None
@@ -283,6 +284,8 @@ class Service:
         self.stats.syncs += 1
         self.stats.last_sync = time.time()
         self.stats.last_sync_duration = self._clock() - started
+        for observe in self.sync_observers:
+            observe(self.stats.last_sync_duration)
         LOG.debug('Full sync: %d ports, %d node(s) inspected, %d file(s) '
                   'written in %.3f s', len(self._ports),
                   len(self._inspecting), written,

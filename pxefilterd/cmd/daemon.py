@@ -11,10 +11,10 @@ from oslo_log import log
 from pxefilterd import checks
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
-from pxefilterd.conf import opts
 from pxefilterd import guard
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+from pxefilterd import metrics
 from pxefilterd import notify
 from pxefilterd import policy
 from pxefilterd import service
@@ -34,18 +34,7 @@ def load_config(conf, argv):
         log.register_options(conf)
     except cfg.ArgsAlreadyParsedError:
         pass
-    try:
-        conf(argv, project='pxefilterd')
-    except cfg.ConfigFilesNotFoundError as exc:
-        return ['configuration file not found: %s'
-                % ', '.join(exc.config_files)]
-    except cfg.ConfigFileParseError as exc:
-        return ['configuration file %s cannot be parsed: %s'
-                % (exc.config_file, exc.msg)]
-    except (cfg.Error, ValueError) as exc:
-        return ['configuration error: %s' % exc]
-    problems = checks.read_all(conf, opts.list_opts())
-    return problems or checks.check(conf)
+    return checks.parse(conf, argv) or checks.check(conf)
 
 
 def settings_from_conf(conf):
@@ -132,10 +121,22 @@ def main(argv=None):
         LOG.error('pxefilterd exiting with status %d: configuration error: '
                   '%s', service.EXIT_CONFIG, exc)
         return service.EXIT_CONFIG
+    try:
+        metrics_server = metrics.start_server(CONF, svc)
+    except OSError as exc:
+        LOG.error('pxefilterd exiting with status %d: cannot serve metrics '
+                  'on %s:%s: %s', service.EXIT_FAILURE,
+                  CONF.metrics.listen_address, CONF.metrics.listen_port,
+                  exc.strerror or exc)
+        return service.EXIT_FAILURE
     _install_signals(svc)
     LOG.info('pxefilterd starting: hostsdir %s, ironic %s',
              svc.store.path, CONF.ironic.endpoint_override or 'from catalog')
-    return svc.run()
+    try:
+        return svc.run()
+    finally:
+        if metrics_server is not None:
+            metrics_server.shutdown()
 
 
 if __name__ == '__main__':

@@ -25,7 +25,9 @@ opts = [
     cfg.StrOpt('dnsmasq_start_command', default='',
                help='Command run (through root_helper) after the first '
                     'successful synchronisation to start dnsmasq, e.g. '
-                    '"systemctl start pxefilterd-dnsmasq.service".  Empty: '
+                    '"systemctl --no-block start pxefilterd-dnsmasq.service" '
+                    '(--no-block: that unit is ordered after pxefilterd, '
+                    'which is not started until this returns).  Empty: '
                     'dnsmasq is managed elsewhere.  Parsed with shell '
                     'quoting rules but run without a shell.'),
     cfg.StrOpt('dnsmasq_stop_command', default='',

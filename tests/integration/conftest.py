@@ -121,8 +121,8 @@ def dnsmasq(dnsmasq_instance):
 def probe(dhcp_network):
     """Callable ``(macs, **kw) -> {mac: Offer}`` probing in ``dhcp_network``.
 
-    Keyword arguments go to :func:`pxefilterd.testing.dhcp_probe.probe` (timeout,
-    retries, rate, stats).
+    Keyword arguments go to :func:`pxefilterd.testing.dhcp_probe.probe`
+    (timeout, retries, rate, stats).
     """
     def run(macs, **kwargs):
         return dhcp_probe.probe(dhcp_network, list(macs), **kwargs)

@@ -1,0 +1,144 @@
+"""Prometheus metrics, read from a running :class:`pxefilterd.service.Service`.
+
+Nothing is pushed or counted twice: a custom collector reads the service's
+``stats`` and ``store.files_written`` at scrape time.  Exposed::
+
+    pxefilterd_macs{state="allowed"|"denied"}          gauge
+    pxefilterd_unknown_allowed                         gauge (0/1)
+    pxefilterd_failed_closed                           gauge (0/1)
+    pxefilterd_dnsmasq_running                         gauge (0/1)
+    pxefilterd_syncs_total                             counter
+    pxefilterd_api_errors_total                        counter
+    pxefilterd_heals_total                             counter
+    pxefilterd_files_written_total                     counter
+    pxefilterd_last_successful_sync_timestamp_seconds  gauge (0: never)
+    pxefilterd_sync_duration_seconds                   histogram, or gauge
+
+``pxefilterd_sync_duration_seconds`` is a histogram of full syncs when the
+service offers a ``sync_observers`` list (callables given the duration of
+each full sync); otherwise it is a gauge of the last full sync's duration.
+
+Reading ``stats`` from the HTTP thread without a lock is safe: each field
+is one attribute read, and a scrape may at worst mix two consecutive syncs.
+"""
+
+import logging
+
+import prometheus_client
+from prometheus_client import core
+
+LOG = logging.getLogger(__name__)
+
+#: Buckets (seconds) for full sync durations: ~ms for a few ports to tens of
+#: seconds for 100k ports on a slow ironic.
+SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                120.0)
+
+
+class ServiceCollector(prometheus_client.registry.Collector):
+    """Collects the metrics of one service object.
+
+    :param svc: has ``stats`` (:class:`pxefilterd.service.Stats`) and
+        ``store.files_written``.
+    :param histogram: optional prometheus Histogram fed with full sync
+        durations; when None the last duration is exported as a gauge.
+    """
+
+    def __init__(self, svc, histogram=None):
+        self._svc = svc
+        self._histogram = histogram
+
+    def describe(self):
+        # Returning the metrics here would run collect() at registration;
+        # an empty description keeps registration side-effect free.
+        return []
+
+    def collect(self):
+        """Yield the metric families; never raises for a missing field."""
+        s = self._svc.stats
+        macs = core.GaugeMetricFamily(
+            'pxefilterd_macs', 'MACs with a hostsdir file, by state.',
+            labels=['state'])
+        macs.add_metric(['allowed'], s.allowed)
+        macs.add_metric(['denied'], s.denied)
+        yield macs
+        yield core.GaugeMetricFamily(
+            'pxefilterd_unknown_allowed',
+            '1 when MACs unknown to ironic may PXE boot, else 0.',
+            value=1 if s.unknown == 'allow' else 0)
+        yield core.GaugeMetricFamily(
+            'pxefilterd_failed_closed',
+            '1 while every MAC is denied because ironic has not answered '
+            'for max_stale_seconds.', value=1 if s.failed_closed else 0)
+        yield core.GaugeMetricFamily(
+            'pxefilterd_dnsmasq_running',
+            '1 when pxefilterd has started dnsmasq (and not stopped it).',
+            value=1 if s.dnsmasq_running else 0)
+        yield core.CounterMetricFamily(
+            'pxefilterd_syncs', 'Successful full syncs with ironic.',
+            value=s.syncs)
+        yield core.CounterMetricFamily(
+            'pxefilterd_api_errors',
+            'Syncs or polls that failed because of ironic (after retries).',
+            value=s.api_errors)
+        yield core.CounterMetricFamily(
+            'pxefilterd_heals',
+            'Hostsdir files changed by someone else and repaired.',
+            value=s.heals)
+        store = getattr(self._svc, 'store', None)
+        yield core.CounterMetricFamily(
+            'pxefilterd_files_written', 'Hostsdir files written.',
+            value=getattr(store, 'files_written', 0))
+        yield core.GaugeMetricFamily(
+            'pxefilterd_last_successful_sync_timestamp_seconds',
+            'Unix time of the last successful full sync (0: none yet).',
+            value=s.last_sync)
+        if self._histogram is None:
+            yield core.GaugeMetricFamily(
+                'pxefilterd_sync_duration_seconds',
+                'Duration of the last successful full sync.',
+                value=s.last_sync_duration)
+
+
+def make_registry(svc):
+    """Return a CollectorRegistry with the service's metrics.
+
+    Also registers the process and platform collectors (memory, CPU, open
+    file descriptors, Python version).  When ``svc`` has a
+    ``sync_observers`` list, a histogram's ``observe`` is appended to it.
+    """
+    registry = prometheus_client.CollectorRegistry()
+    histogram = None
+    observers = getattr(svc, 'sync_observers', None)
+    if isinstance(observers, list):
+        histogram = prometheus_client.Histogram(
+            'pxefilterd_sync_duration_seconds',
+            'Duration of successful full syncs (ironic listing and hostsdir '
+            'writes).', buckets=SYNC_BUCKETS, registry=registry)
+        observers.append(histogram.observe)
+    registry.register(ServiceCollector(svc, histogram))
+    prometheus_client.ProcessCollector(registry=registry)
+    prometheus_client.PlatformCollector(registry=registry)
+    return registry
+
+
+def start_server(conf, svc):
+    """Serve ``svc``'s metrics over HTTP if ``[metrics] enabled``.
+
+    The server runs in a daemon thread on ``[metrics] listen_address`` and
+    ``listen_port``; call ``shutdown()`` then ``server_close()`` on it to
+    stop it.
+
+    :returns: the HTTP server, or None when metrics are disabled.
+    :raises OSError: the address cannot be bound (e.g. port in use).
+    """
+    group = conf.metrics
+    if not group.enabled:
+        return None
+    registry = make_registry(svc)
+    result = prometheus_client.start_http_server(
+        group.listen_port, addr=group.listen_address, registry=registry)
+    server = result[0] if isinstance(result, tuple) else result
+    LOG.info('Serving metrics on http://%s:%d/metrics',
+             group.listen_address, group.listen_port)
+    return server

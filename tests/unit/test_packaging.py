@@ -1,0 +1,297 @@
+"""Shipped operator files: systemd units, tmpfiles, dnsmasq and pxefilterd
+example configs, the generated sample, the devstack plugin.
+
+Tools that may be missing (systemd-analyze, shellcheck, dnsmasq,
+oslo-config-generator) make their test skip with the reason.
+"""
+
+import difflib
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+from oslo_config import cfg
+import pytest
+
+from pxefilterd.cmd import daemon
+from pxefilterd import conf as pxf_conf
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+SYSTEMD = REPO / 'systemd'
+ETC = REPO / 'etc' / 'pxefilterd'
+UNITS = ('pxefilterd.service', 'pxefilterd-dnsmasq.service')
+HOSTSDIR = '/var/lib/pxefilterd/dhcp-hostsdir'
+
+
+def unit(name):
+    """Parse a unit file: {section: {key: [values]}} (keys may repeat)."""
+    sections = {}
+    current = None
+    for raw in (SYSTEMD / name).read_text().splitlines():
+        line = raw.strip()
+        if not line or line[0] in '#;':
+            continue
+        if line.startswith('['):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition('=')
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def one(sections, section, key):
+    values = sections[section][key]
+    assert len(values) == 1, (section, key, values)
+    return values[0]
+
+
+# -- systemd units ------------------------------------------------------------
+
+def test_pxefilterd_unit():
+    u = unit('pxefilterd.service')
+    assert one(u, 'Service', 'Type') == 'notify'
+    assert one(u, 'Service', 'WatchdogSec') == '30'
+    assert one(u, 'Service', 'Restart') == 'on-failure'
+    assert one(u, 'Service', 'RestartPreventExitStatus') == '78'
+    assert one(u, 'Service', 'User') == 'pxefilterd'
+    assert one(u, 'Service', 'StateDirectory') == 'pxefilterd'
+    assert one(u, 'Service', 'StateDirectoryMode') == '0755'
+    assert one(u, 'Service', 'UMask') == '0022'
+    assert one(u, 'Service', 'ExecStart') == (
+        '/usr/bin/pxefilterd --config-file /etc/pxefilterd/pxefilterd.conf')
+    # SIGTERM to the daemon only: it stops dnsmasq and disarms its guard
+    # itself; the guard must not get SIGTERM (it would run stop again).
+    assert one(u, 'Service', 'KillMode') == 'mixed'
+    # sudo must keep working: no NoNewPrivileges / strict read-only root
+    assert 'NoNewPrivileges' not in u['Service']
+    assert u['Service'].get('ProtectSystem', ['full']) != ['strict']
+    assert one(u, 'Install', 'WantedBy') == 'multi-user.target'
+
+
+def test_exit_78_is_the_daemons_config_exit_status():
+    from pxefilterd import service
+    assert service.EXIT_CONFIG == 78
+
+
+def test_dnsmasq_unit_follows_pxefilterd():
+    u = unit('pxefilterd-dnsmasq.service')
+    assert one(u, 'Unit', 'BindsTo') == 'pxefilterd.service'
+    assert one(u, 'Unit', 'PartOf') == 'pxefilterd.service'
+    assert 'pxefilterd.service' in one(u, 'Unit', 'After').split()
+    assert one(u, 'Service', 'ExecStart') == (
+        '/usr/sbin/dnsmasq --keep-in-foreground '
+        '--conf-file=/etc/pxefilterd/dnsmasq.conf')
+    assert one(u, 'Service', 'ExecReload') == '/bin/kill -HUP $MAINPID'
+    # never enabled on its own: pxefilterd starts it
+    assert 'Install' not in u
+
+
+def test_tmpfiles_creates_the_hostsdir_readable_by_dnsmasq():
+    lines = [line.split() for line in
+             (SYSTEMD / 'tmpfiles.d' / 'pxefilterd.conf').read_text()
+             .splitlines() if line.strip() and not line.startswith('#')]
+    by_path = {fields[1]: fields for fields in lines}
+    for path in ('/var/lib/pxefilterd', HOSTSDIR,
+                 '/var/lib/pxefilterd/.dhcp-hostsdir.staging'):
+        assert by_path[path][0] == 'd'
+        assert by_path[path][2] == '0755'
+        assert by_path[path][3:5] == ['pxefilterd', 'pxefilterd']
+
+
+def test_systemd_tmpfiles_creates_them(tmp_path):
+    tool = shutil.which('systemd-tmpfiles')
+    if tool is None:
+        pytest.skip('systemd-tmpfiles is not installed')
+    if os.geteuid() != 0:
+        pytest.skip('systemd-tmpfiles --create chowns: needs root')
+    root = tmp_path / 'root'
+    (root / 'etc').mkdir(parents=True)
+    (root / 'etc/passwd').write_text(
+        'root:x:0:0::/root:/bin/sh\n'
+        'pxefilterd:x:4242:4242::/var/lib/pxefilterd:/usr/sbin/nologin\n')
+    (root / 'etc/group').write_text('root:x:0:\npxefilterd:x:4242:\n')
+    snippet = tmp_path / 'pxefilterd.conf'
+    shutil.copy(SYSTEMD / 'tmpfiles.d' / 'pxefilterd.conf', snippet)
+    subprocess.run([tool, '--root=%s' % root, '--create', str(snippet)],
+                   check=True, capture_output=True, timeout=60)
+    for rel in ('var/lib/pxefilterd', 'var/lib/pxefilterd/dhcp-hostsdir',
+                'var/lib/pxefilterd/.dhcp-hostsdir.staging'):
+        st = os.stat(root / rel)
+        assert (st.st_uid, st.st_gid) == (4242, 4242)
+        assert st.st_mode & 0o7777 == 0o755
+
+
+def test_systemd_sysusers_snippet(tmp_path):
+    tool = shutil.which('systemd-sysusers')
+    if tool is None:
+        pytest.skip('systemd-sysusers is not installed')
+    (tmp_path / 'etc').mkdir()
+    proc = subprocess.run(
+        [tool, '--root=%s' % tmp_path, '--dry-run',
+         str(SYSTEMD / 'sysusers.d' / 'pxefilterd.conf')],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert 'pxefilterd' in proc.stdout + proc.stderr
+
+
+def test_hostsdir_is_the_same_everywhere():
+    dnsmasq_conf = (ETC / 'dnsmasq.conf').read_text().splitlines()
+    assert 'dhcp-hostsdir=%s' % HOSTSDIR in dnsmasq_conf
+    assert 'port=0' in dnsmasq_conf
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == HOSTSDIR
+    conf(['--config-file', str(ETC / 'pxefilterd.conf.example')],
+         project='pxefilterd', default_config_dirs=[])
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == HOSTSDIR
+
+
+def _fake_exe(path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('#!/bin/sh\nexit 0\n')
+    path.chmod(0o755)
+
+
+def test_systemd_analyze_verify(tmp_path):
+    """Verify both units inside a temporary root.
+
+    The root holds a copy of this machine's unit directory (for the
+    targets the units depend on), the units under test and fake
+    executables for every Exec*= binary, so nothing needs installing.
+    """
+    analyze = shutil.which('systemd-analyze')
+    if analyze is None:
+        pytest.skip('systemd-analyze is not installed')
+    system_units = pathlib.Path('/usr/lib/systemd/system')
+    if not (system_units / 'multi-user.target').exists():
+        pytest.skip('no systemd unit directory at %s' % system_units)
+    root = tmp_path / 'root'
+    shutil.copytree(system_units, root / 'usr/lib/systemd/system',
+                    symlinks=True)
+    etc_units = root / 'etc/systemd/system'
+    etc_units.mkdir(parents=True)
+    for name in UNITS:
+        shutil.copy(SYSTEMD / name, etc_units / name)
+        for section in unit(name).values():
+            for key, values in section.items():
+                if key.startswith('Exec'):
+                    for value in values:
+                        exe = value.lstrip('-@:+!').split()[0]
+                        _fake_exe(root / exe.lstrip('/'))
+    # /bin, /sbin -> usr (merged /usr), like Debian 12
+    for link in ('bin', 'sbin'):
+        if not (root / link).exists():
+            (root / link).symlink_to('usr/' + link)
+    env = dict(os.environ, SYSTEMD_LOG_COLOR='0', SYSTEMD_PAGER='')
+    proc = subprocess.run(
+        [analyze, 'verify', '--man=no', '--root=%s' % root] + list(UNITS),
+        capture_output=True, text=True, env=env, timeout=120)
+    ours = [line for line in (proc.stdout + proc.stderr).splitlines()
+            if 'pxefilterd' in line]
+    assert proc.returncode == 0 and not ours, proc.stdout + proc.stderr
+
+
+def test_example_config_passes_the_daemons_checks(tmp_path):
+    hostsdir = tmp_path / 'dhcp-hostsdir'
+    hostsdir.mkdir()
+    override = tmp_path / 'override.conf'
+    override.write_text(
+        '[DEFAULT]\nrootwrap_config = %s\n'
+        '[dnsmasq_pxe_filter]\ndhcp_hostsdir = %s\n'
+        % (ETC / 'rootwrap.conf', hostsdir))
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    problems = daemon.load_config(conf, [
+        '--config-file', str(ETC / 'pxefilterd.conf.example'),
+        '--config-file', str(override)])
+    assert problems == []
+
+
+def test_dnsmasq_conf_syntax(tmp_path):
+    dnsmasq = shutil.which('dnsmasq') or (
+        '/usr/sbin/dnsmasq' if os.path.exists('/usr/sbin/dnsmasq') else None)
+    if dnsmasq is None:
+        pytest.skip('dnsmasq is not installed')
+    proc = subprocess.run(
+        [dnsmasq, '--test', '--conf-file=%s' % (ETC / 'dnsmasq.conf')],
+        capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert 'syntax check OK' in proc.stdout + proc.stderr
+
+
+# -- generated sample ---------------------------------------------------------
+
+def test_sample_config_is_up_to_date(tmp_path):
+    generator = shutil.which('oslo-config-generator',
+                             path=os.path.dirname(sys.executable))
+    if generator is None:
+        generator = shutil.which('oslo-config-generator')
+    if generator is None:
+        pytest.skip('oslo-config-generator is not installed')
+    out = tmp_path / 'pxefilterd.conf.sample'
+    subprocess.run(
+        [generator, '--config-file',
+         str(ETC / 'config-generator.conf'), '--output-file', str(out)],
+        check=True, cwd=REPO, timeout=120)
+    committed = (ETC / 'pxefilterd.conf.sample').read_text()
+    fresh = out.read_text()
+    if committed != fresh:
+        diff = ''.join(difflib.unified_diff(
+            committed.splitlines(True), fresh.splitlines(True),
+            'etc/pxefilterd/pxefilterd.conf.sample (committed)',
+            'regenerated'))
+        pytest.fail('etc/pxefilterd/pxefilterd.conf.sample is out of date; '
+                    'run "tox -e genconfig" and commit the result.\n'
+                    + diff[:4000])
+
+
+def test_config_generator_conf():
+    # namespace repeats: read the lines, not with configparser
+    pairs = [line.split('=', 1) for line in
+             (ETC / 'config-generator.conf').read_text().splitlines()
+             if '=' in line and not line.startswith('#')]
+    pairs = [(k.strip(), v.strip()) for k, v in pairs]
+    assert ('output_file', 'etc/pxefilterd/pxefilterd.conf.sample') in pairs
+    assert [v for k, v in pairs if k == 'namespace'] == [
+        'pxefilterd', 'oslo.log']
+
+
+# -- devstack -----------------------------------------------------------------
+
+def test_devstack_plugin_shellcheck():
+    shellcheck = shutil.which('shellcheck')
+    if shellcheck is None:
+        pytest.skip('shellcheck is not installed')
+    proc = subprocess.run(
+        [shellcheck, '-s', 'bash', 'devstack/plugin.sh', 'devstack/settings'],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_devstack_plugin_installs_the_shipped_files():
+    plugin = (REPO / 'devstack' / 'plugin.sh').read_text()
+    for path in ('etc/pxefilterd/rootwrap.conf',
+                 'rootwrap.d/pxefilterd.filters',
+                 'etc/pxefilterd/dnsmasq.conf',
+                 'etc/pxefilterd/pxefilterd.conf.example'):
+        assert '$PXEFILTERD_DIR/%s' % path in plugin
+        assert (REPO / path).is_file()
+    for name in UNITS:
+        assert name in plugin
+
+
+def test_setup_cfg_ships_the_operator_files():
+    setup_cfg = (REPO / 'setup.cfg').read_text()
+    for path in ('etc/pxefilterd/pxefilterd.conf.sample',
+                 'etc/pxefilterd/pxefilterd.conf.example',
+                 'etc/pxefilterd/dnsmasq.conf',
+                 'etc/pxefilterd/rootwrap.conf',
+                 'systemd/pxefilterd.service',
+                 'systemd/pxefilterd-dnsmasq.service',
+                 'systemd/tmpfiles.d/*', 'systemd/sysusers.d/*',
+                 'doc/admin-guide.md'):
+        assert path in setup_cfg, path
+        # pbr expands only a trailing "dir/*"
+        assert '*' not in path or path.endswith('/*')

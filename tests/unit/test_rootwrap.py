@@ -1,0 +1,130 @@
+"""The shipped rootwrap filters, loaded with oslo.rootwrap itself.
+
+Executables are looked up in a temporary exec_dirs holding a fake
+``systemctl`` (and ``kill``, ``sh``...), so the result does not depend on
+what this machine has installed.
+"""
+
+import configparser
+import pathlib
+
+from oslo_config import cfg
+from oslo_rootwrap import wrapper
+import pytest
+
+from pxefilterd import commands
+from pxefilterd import conf as pxf_conf
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+FILTERS_DIR = REPO / 'rootwrap.d'
+ROOTWRAP_CONF = REPO / 'etc' / 'pxefilterd' / 'rootwrap.conf'
+EXAMPLE_CONF = REPO / 'etc' / 'pxefilterd' / 'pxefilterd.conf.example'
+UNIT = 'pxefilterd-dnsmasq.service'
+
+
+@pytest.fixture
+def exec_dirs(tmp_path):
+    for name in ('systemctl', 'kill', 'sh', 'pkill', 'dnsmasq', 'sudo',
+                 'privsep-helper-not-here'):
+        exe = tmp_path / name
+        exe.write_text('#!/bin/sh\nexit 0\n')
+        exe.chmod(0o755)
+    return [str(tmp_path)]
+
+
+@pytest.fixture
+def filters():
+    return wrapper.load_filters([str(FILTERS_DIR)])
+
+
+def example_commands():
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf(['--config-file', str(EXAMPLE_CONF)], project='pxefilterd',
+         default_config_dirs=[])
+    dn = conf.dnsmasq_pxe_filter
+    return [commands.split(dn.dnsmasq_start_command),
+            commands.split(dn.dnsmasq_stop_command),
+            commands.split(dn.dnsmasq_reload_command)]
+
+
+def test_the_example_commands_are_the_filtered_ones():
+    assert example_commands() == [
+        ['systemctl', '--no-block', 'start', UNIT],
+        ['systemctl', 'stop', UNIT],
+        ['systemctl', 'reload', UNIT],
+    ]
+
+
+@pytest.mark.parametrize('argv', example_commands())
+def test_default_commands_are_allowed(filters, exec_dirs, argv):
+    match = wrapper.match_filter(filters, argv, exec_dirs=exec_dirs)
+    assert match.run_as == 'root'
+    assert match.get_exec(exec_dirs=exec_dirs) == exec_dirs[0] + '/systemctl'
+    assert match.name in ('systemctl_start', 'systemctl_stop',
+                          'systemctl_reload')
+
+
+@pytest.mark.parametrize('argv', [
+    # another unit
+    ['systemctl', 'stop', 'dnsmasq.service'],
+    ['systemctl', '--no-block', 'start', 'pxefilterd.service'],
+    ['systemctl', 'stop', 'pxefilterd-dnsmasqXservice'],
+    ['systemctl', 'stop', 'pxefilterd-dnsmasq.service.d'],
+    ['systemctl', 'stop', 'xpxefilterd-dnsmasq.service'],
+    ['systemctl', 'stop', 'pxefilterd-dnsmasq'],
+    # another verb
+    ['systemctl', 'restart', UNIT],
+    ['systemctl', 'kill', UNIT],
+    ['systemctl', 'mask', UNIT],
+    ['systemctl', 'edit', UNIT],
+    ['systemctl', 'start', '--no-block', UNIT],
+    # the blocking start deadlocks with the shipped units: not allowed
+    ['systemctl', 'start', UNIT],
+    # extra or missing arguments
+    ['systemctl', 'stop', UNIT, 'extra'],
+    ['systemctl', 'stop', UNIT, 'pxefilterd.service'],
+    ['systemctl', '--no-block', 'stop', UNIT],
+    ['systemctl', 'stop'],
+    ['systemctl'],
+    # another way to name the binary
+    ['/bin/systemctl', 'stop', UNIT],
+    ['/tmp/systemctl', 'stop', UNIT],
+    # other binaries
+    ['kill', '-HUP', '1234'],
+    ['kill', '$(cat /run/dnsmasq.pid)'],
+    ['pkill', '-F', '/run/dnsmasq.pid'],
+    ['/bin/sh', '-c', 'systemctl stop %s' % UNIT],
+    ['sh', '-c', 'systemctl stop %s' % UNIT],
+    ['dnsmasq', '--conf-file=/etc/pxefilterd/dnsmasq.conf'],
+    ['sudo', 'systemctl', 'stop', UNIT],
+])
+def test_near_misses_are_refused(filters, exec_dirs, argv):
+    with pytest.raises(wrapper.NoFilterMatched):
+        wrapper.match_filter(filters, argv, exec_dirs=exec_dirs)
+
+
+def test_only_our_filters_and_rootwraps_builtin_are_loaded(filters):
+    names = sorted(f.name for f in filters)
+    # oslo.rootwrap always appends a privsep-helper filter: exec_dirs of
+    # rootwrap.conf must not contain a privsep-helper (see admin guide).
+    assert names == ['privsep-helper', 'systemctl_reload', 'systemctl_start',
+                     'systemctl_stop']
+    assert all(f.run_as == 'root' for f in filters)
+
+
+def test_rootwrap_conf():
+    parser = configparser.RawConfigParser()
+    with open(ROOTWRAP_CONF) as f:
+        parser.read_file(f)
+    rw = wrapper.RootwrapConfig(parser)
+    assert rw.filters_path == ['/etc/pxefilterd/rootwrap.d']
+    # Only root-owned system directories: no /usr/local/bin (pip installs,
+    # venvs, privsep-helper of other projects), nothing user-writable.
+    assert rw.exec_dirs == ['/usr/sbin', '/usr/bin', '/sbin', '/bin']
+    assert rw.use_syslog is False
+
+
+def test_setup_cfg_installs_the_filters_where_rootwrap_conf_looks():
+    setup_cfg = (REPO / 'setup.cfg').read_text()
+    assert 'etc/pxefilterd/rootwrap.d = rootwrap.d/*' in setup_cfg
