@@ -231,7 +231,8 @@ class Service:
                 elif now >= self._next_poll:
                     self._next_poll = now + self._poll_interval()
                     self._poll()
-                elif self._dirty:
+                if self._dirty:
+                    # e.g. after a transient write error, or fail-closed end
                     self._apply(self._desired())
             except ironic.ApiError as exc:
                 self.stats.api_errors += 1
@@ -311,6 +312,7 @@ class Service:
         if self.stats.failed_closed:
             LOG.warning('ironic answers again; leaving the fail-closed state')
             self.stats.failed_closed = False
+            self._dirty = True   # a poll alone would not re-apply
 
     def _check_stale(self):
         limit = self.settings.max_stale_seconds

@@ -250,3 +250,53 @@ class TestHeal:
             M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
             'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
         assert healed.rescan() == []
+
+
+class TestBaseFile:
+    @pytest.fixture
+    def based(self, tmp_path):
+        path = tmp_path / 'hostsdir'
+        path.mkdir()
+        s = hostsdir.HostsDir(str(path), base_path=str(tmp_path / 'hosts'))
+        s.lock()
+        yield s
+        s.unlock()
+
+    def test_rebase_writes_one_file_and_keeps_only_the_wildcard(self, based):
+        based.apply({M1: Action.ALLOW, macs.WILDCARD: Action.ALLOW})
+        based.rebase({M1: Action.DENY, M2: Action.ALLOW}, Action.DENY)
+        assert listing(based) == {
+            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+        assert open(based.base_path, 'rb').read() == (
+            b'52:54:00:00:00:01,ignore\n52:54:00:00:00:02\n')
+        mode = stat.S_IMODE(os.stat(based.base_path).st_mode)
+        assert mode == 0o644
+        assert based.current() == {M1: Action.DENY, M2: Action.ALLOW,
+                                   macs.WILDCARD: Action.DENY}
+        assert sorted(based.cached()) == [M1, M2]
+
+    def test_per_mac_file_overrides_base_line(self, based):
+        based.rebase({M1: Action.DENY}, Action.DENY)
+        based.apply({M1: Action.ALLOW})
+        assert based.current()[M1] is Action.ALLOW
+        assert based.base[M1] is Action.DENY
+
+    def test_load_base_reads_valid_lines(self, based):
+        with open(based.base_path, 'wb') as f:
+            f.write(b'52:54:00:00:00:01,ignore\n52:54:00:00:00:02,IGNORE\n'
+                    b'junk\n52:54:00:00:00:02\n')
+        assert based.load_base() == 2
+        assert based.base == {M1: Action.DENY, M2: Action.ALLOW}
+
+    def test_base_inside_hostsdir_is_refused(self, tmp_path):
+        path = tmp_path / 'hd'
+        path.mkdir()
+        with pytest.raises(hostsdir.HostsDirError, match='must not be'):
+            hostsdir.HostsDir(str(path), base_path=str(path / 'x')).check()
+
+    def test_removed_file_is_not_healed_back(self, based):
+        based.track_own_writes = True
+        based.apply({M1: Action.DENY})
+        based.remove([M1])
+        assert based.heal(M1) is None
+        assert M1 not in listing(based)

@@ -205,16 +205,18 @@ def test_api_errors_in_the_loop_keep_the_state(harness):
     h.stop()
 
 
-def test_max_stale_fails_closed_and_recovers(harness):
+@pytest.mark.parametrize('sync_period', [0.1, 3600])
+def test_max_stale_fails_closed_and_recovers(harness, sync_period):
+    # with sync_period=3600 only the inspection poll talks to ironic
     h = harness(settings=service.Settings(
-        sync_period=0.1, poll_interval=0.05, max_stale_seconds=0.3,
+        sync_period=sync_period, poll_interval=0.05, max_stale_seconds=0.3,
         lock_wait=0))
     h.source.inspecting_nodes.add('node-a')
     h.start()
     wait_for(lambda: h.files().get(A1) == A1 + '\n')
     h.source.failures = 10 ** 6
     wait_for(lambda: h.svc.stats.failed_closed, what='fail closed')
-    assert h.files()[A1] == DENY_A1
+    wait_for(lambda: h.files()[A1] == DENY_A1, what='A1 denied')
     assert h.files()['unknown_hosts_filter'] == WILD_DENY
     h.source.failures = 0
     wait_for(lambda: h.files().get(A1) == A1 + '\n', what='recovery')
@@ -366,4 +368,24 @@ def test_compaction_removes_gone_macs_and_reloads(harness):
     wait_for(lambda: h.names() == ['start', 'reload'])
     assert B1 not in h.files()
     assert B1 not in h.store.index
+    h.stop()
+
+
+def test_base_file_first_sync_and_compaction(harness, tmp_path):
+    h = harness(reload=True, settings=service.Settings(
+        sync_period=3600, poll_interval=0.05, lock_wait=0,
+        compaction_interval=0.3))
+    h.store.base_path = str(tmp_path / 'hosts')
+    (tmp_path / 'hosts').write_text(A1 + '\n')      # stale allow from before
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    # dnsmasq started on one base file and the wildcard, no per-MAC files
+    assert h.records()[0]['files'] == {'unknown_hosts_filter': WILD_DENY}
+    assert (tmp_path / 'hosts').read_text() == DENY_A1 + B1 + ',ignore\n'
+    h.source.inspecting_nodes.add('node-a')
+    wait_for(lambda: h.files().get(A1) == A1 + '\n', what='per-MAC allow')
+    # compaction folds the per-MAC file into the base file, then reloads
+    wait_for(lambda: 'reload' in h.names(), what='compaction')
+    assert (tmp_path / 'hosts').read_text() == A1 + '\n' + B1 + ',ignore\n'
+    assert h.records()[-1]['files'] == {'unknown_hosts_filter': WILD_ALLOW}
     h.stop()
