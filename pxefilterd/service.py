@@ -445,8 +445,23 @@ class Service:
         if self._watcher_factory is None:
             return
         self.store.track_own_writes = True
-        self._watcher = self._watcher_factory(self.store.path, self.wake)
-        self._watcher.start()
+        watcher = self._watcher_factory(self.store.path, self.wake)
+        try:
+            watcher.start()
+        except OSError as exc:
+            watcher.stop()
+            raise hostsdir_mod.HostsDirError('cannot watch %s: %s' % (
+                self.store.path, exc.strerror or exc)) from exc
+        self._watcher = watcher
+
+    def _stop_watcher(self, reason=None):
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.stop()
+
+    def _notify_stopping(self, reason):
+        if self._notifier is not None:
+            self._notifier.stopping(reason or '')
 
     def _check_helpers(self):
         if self._guard is not None and not self._guard.alive():
@@ -456,7 +471,7 @@ class Service:
         if self._watcher is not None and not self._watcher.alive():
             LOG.error('The hostsdir watcher died; restarting it and '
                       'rescanning the directory')
-            self._watcher.stop()
+            self._stop_watcher()
             self._start_watcher()
             self._rescan()
 
@@ -505,11 +520,11 @@ class Service:
     # -- exit ---------------------------------------------------------------
 
     def _shutdown(self, reason, code):
-        if self._notifier is not None:
-            self._notifier.stopping(reason or '')
-        if self._watcher is not None:
-            self._watcher.stop()
-            self._watcher = None
+        """Stop dnsmasq first, then everything else; never raises.
+
+        Each step is guarded on its own: a failure in one (e.g. the watcher
+        of a vanished directory) must not skip the stop command.
+        """
         stopped = not self._armed
         if self._armed:
             try:
@@ -518,6 +533,11 @@ class Service:
             except commands.CommandError as exc:
                 LOG.error('Could not stop dnsmasq: %s', exc)
             self.stats.dnsmasq_running = False
+        for step in (self._stop_watcher, self._notify_stopping):
+            try:
+                step(reason)
+            except Exception:
+                LOG.exception('Error during shutdown (ignored)')
         if self._guard is not None:
             if stopped:
                 self._guard.disarm()

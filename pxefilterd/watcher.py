@@ -57,10 +57,11 @@ class HostsDirWatcher(events.FileSystemEventHandler):
 
     def stop(self):
         logging.getLogger(_WATCHDOG_LOGGER).removeFilter(self._filter)
-        if self._observer is not None:
-            self._observer.stop()
-            self._observer.join(timeout=5)
-            self._observer = None
+        observer, self._observer = self._observer, None
+        if observer is not None:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
 
     def alive(self):
         return self._observer is not None and self._observer.is_alive()

@@ -389,3 +389,28 @@ def test_base_file_first_sync_and_compaction(harness, tmp_path):
     assert (tmp_path / 'hosts').read_text() == A1 + '\n' + B1 + ',ignore\n'
     assert h.records()[-1]['files'] == {'unknown_hosts_filter': WILD_ALLOW}
     h.stop()
+
+
+def test_hanging_start_command_times_out_and_stops(harness, tmp_path):
+    h = harness()
+    h.cmds.start = commands.Command(
+        'start', [sys.executable, '-c', 'import time; time.sleep(60)'],
+        timeout=0.5)
+    started = time.monotonic()
+    h.start()
+    h.thread.join(timeout=20)
+    assert h.code == service.EXIT_FAILURE
+    assert time.monotonic() - started < 15
+    assert h.names() == ['stop']
+
+
+def test_hanging_stop_command_does_not_block_exit(harness):
+    h = harness()
+    h.cmds.stop = commands.Command(
+        'stop', [sys.executable, '-c', 'import time; time.sleep(60)'],
+        timeout=0.5)
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    started = time.monotonic()
+    assert h.stop() == service.EXIT_OK
+    assert time.monotonic() - started < 15
