@@ -8,6 +8,7 @@ started and stopped *by pxefilterd* through pxefilterd-rootwrap.
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -291,3 +292,26 @@ def test_dhclient_agrees(enroll, ironic, runner_factory, dhcp_network):
     assert not dhcp_probe.dhclient_probe(dhcp_network, b_macs[0],
                                          timeout=4).offer
     runner.stop()
+
+
+def test_sighup_reloads_options_without_restarting_dnsmasq(
+        enroll, ironic, runner_factory, probe, dnsmasq_instance):
+    (a, a_macs, _), (b, b_macs, _) = enroll(2)
+    runner = runner_factory().start()
+    runner.wait_ready()
+    ironic.inspect(a)
+    eventually(probe, allowed=a_macs + [UNKNOWN], denied=b_macs)
+    pid = dnsmasq_instance.pid()
+    text = runner.conf_path.read_text()
+    text = text.replace('[pxe_filter]\n',
+                        '[pxe_filter]\ndeny_unknown_macs = True\n')
+    text = text.replace('command_timeout = 10', 'command_timeout = 11')
+    runner.conf_path.write_text(text)
+    runner.proc.send_signal(signal.SIGHUP)
+    eventually(probe, allowed=a_macs, denied=b_macs + [UNKNOWN])
+    assert dnsmasq_instance.pid() == pid
+    log = runner.log_text()
+    assert 'SIGHUP: configuration reloaded' in log
+    # an immutable option changed on disk is reported, not silently ignored
+    assert 'command_timeout' in log and 'immutable' in log
+    assert runner.stop() == 0
