@@ -12,21 +12,13 @@ import time
 
 import pytest
 
+from tests.waiting import wait_for
 from tests import fake_dnsmasq
 from tests.fake_ironic import FakeIronic
 
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_DNSMASQ = os.path.join(TESTS, 'fake_dnsmasq.py')
 A1, B1 = '52:54:00:00:00:a1', '52:54:00:00:00:b1'
-
-
-def wait_for(predicate, timeout=15.0, what='condition'):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    pytest.fail('timed out waiting for %s' % what)
 
 
 @pytest.fixture

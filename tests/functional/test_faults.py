@@ -12,7 +12,7 @@ import pytest
 
 from tests.fake_ironic import FakeIronic
 from tests.functional.test_daemon import Daemon
-from tests.functional.test_daemon import wait_for
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason='needs root to mount a tmpfs')

@@ -13,6 +13,7 @@ from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import policy
 from pxefilterd import service
+from tests.waiting import wait_for
 
 RECORDER = os.path.join(os.path.dirname(os.path.dirname(__file__)),
                         'record_command.py')
@@ -48,15 +49,6 @@ class FakeSource:
     def ports_of(self, nodes):
         self._maybe_fail('ports_of')
         return {m: n for m, n in self.ports.items() if n in nodes}
-
-
-def wait_for(predicate, timeout=10.0, what='condition'):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    pytest.fail('timed out waiting for %s' % what)
 
 
 class Harness:
