@@ -169,14 +169,20 @@ class Service:
         if self.store.base_path:
             # Never trust a base file a previous run left behind.
             self.store.write_base({})
+        external = not self.cmds.start
+        if external:
+            # Started elsewhere: assume it serves, so bursts are handled.
+            self.stats.dnsmasq_running = True
         self._apply(policy.fail_closed(self.store.cached()))
+        if external and self.settings.purge and self.cmds.reload:
+            # dnsmasq still holds every record it read from purged files,
+            # and an exact-MAC allow beats the wildcard deny: drop them now,
+            # not after the first sync (which may take long).
+            self.cmds.reload.run()
         LOG.info('Hostsdir in the fail-closed state; waiting for the first '
                  'successful sync before dnsmasq is started')
         if not self._first_sync():
             return EXIT_OK, self._stop_reason
-        if self.settings.purge and not self.cmds.start and self.cmds.reload:
-            # dnsmasq was started elsewhere and still holds purged records.
-            self.cmds.reload.run()
         self._armed = True
         if self._guard is not None:
             self._guard.arm()
@@ -194,6 +200,8 @@ class Service:
     def _first_sync(self):
         backoff = 1.0
         while self._stop_reason is None:
+            if self._notifier is not None:
+                self._notifier.watchdog()
             try:
                 self._full_sync()
                 return True

@@ -258,10 +258,14 @@ def test_second_instance_on_same_hostsdir_refused(harness, tmp_path):
 def test_reload_after_purge_when_dnsmasq_is_external(harness):
     h = harness(reload=True)
     h.cmds.start = commands.Command('start', [])
+    h.source.failures = 1
     h.start()
     wait_for(lambda: h.names() == ['reload'])
-    assert set(h.records()[0]['files']) == {A1, B1, 'unknown_hosts_filter'}
+    # reloaded on the fail-closed state, before the first (failing) sync
+    assert h.records()[0]['files'] == {'unknown_hosts_filter': WILD_DENY}
+    wait_for(lambda: set(h.files()) == {A1, B1, 'unknown_hosts_filter'})
     h.stop()
+    assert h.names() == ['reload', 'stop']
 
 
 def test_sighup_applies_new_options_without_restart(harness):
