@@ -83,11 +83,15 @@ def decide(snapshot, options, cached=()):
         knows are given the unknown state (their files cannot be deleted).
     """
     unknown = unknown_action(snapshot, options)
+    # dict.fromkeys runs at C speed: at 100k MACs this is a few ms, which
+    # keeps a sync that changes nothing far cheaper than a directory scan.
+    result = dict.fromkeys(cached, unknown)
+    result.update(dict.fromkeys(snapshot.ports, Action.DENY))
     inspecting = snapshot.inspecting
-    result = {mac: unknown for mac in cached}
-    for mac, node in snapshot.ports.items():
-        result[mac] = (Action.ALLOW if node is not None and node in inspecting
-                       else Action.DENY)
+    if inspecting:
+        for mac, node in snapshot.ports.items():
+            if node is not None and node in inspecting:
+                result[mac] = Action.ALLOW
     return Desired(macs=result, unknown=unknown)
 
 
@@ -105,5 +109,11 @@ def diff(current, desired):
         has no file.
     :param desired: a :class:`Desired`.
     """
-    return {key: action for key, action in desired.entries()
-            if current.get(key) is not action}
+    changes = {}
+    if current.get(macs.WILDCARD) is not desired.unknown:
+        changes[macs.WILDCARD] = desired.unknown
+    if desired.macs.items() <= current.items():
+        return changes      # the common case, checked at C speed
+    changes.update((key, action) for key, action in desired.macs.items()
+                   if current.get(key) is not action)
+    return changes
