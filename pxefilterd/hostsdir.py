@@ -112,7 +112,6 @@ def read_base(path):
     return entries, invalid
 
 
-
 class HostsDir:
     """The hostsdir and its index.  Not thread-safe: one writer thread.
 
