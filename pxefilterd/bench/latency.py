@@ -1,0 +1,263 @@
+"""Scenarios 5 and 7: the real daemon (``PxefilterdRunner``: pxefilterd as a
+process, dnsmasq started by it through rootwrap) against a real ironic.
+
+5. Allow/deny latency.  For each of ``count`` different nodes of a
+   bulk-loaded fixture: the timing prober (:mod:`.prober`) sends a
+   DISCOVER for one of the node's MACs every 20 ms (0.1 s timeout, no
+   retries); the benchmark calls ``inspect`` and polls the node's
+   provision_state until ironic reports ``inspect wait`` (t0); the first
+   OFFER to that MAC ends the allow latency.  Then ``abort``: t0 is when
+   ironic reports ``inspect failed``, the end is the send time of the first
+   of 3 consecutive DISCOVERs that got no OFFER within 0.1 s.  Latencies
+   from the API calls' return are kept too.
+
+7. Memory: VmRSS of the daemon after its first sync ("Ready") and after a
+   few more full syncs (counted from its Prometheus endpoint), its peak
+   (VmHWM), and the guard process.
+"""
+
+import os
+import random
+import socket
+import time
+import urllib.request
+
+from pxefilterd.bench import counters
+from pxefilterd.bench import env
+from pxefilterd.bench import stats
+from pxefilterd.bench.prober import Prober
+
+SCENARIO_LATENCY = '5 allow/deny latency (real daemon, ironic, dnsmasq)'
+SCENARIO_MEMORY = '7 daemon memory'
+LATENCY_TARGET = ('<=', 2.0)
+MEMORY_TARGET = ('<=', 100.0)
+
+
+def _runner(root, name, ironic_svc, dm, options=None):
+    from pxefilterd.testing.daemon import PxefilterdRunner
+    return PxefilterdRunner(root / name, ironic_svc.url, dm, options=options)
+
+
+def _wait_state(ironic_svc, node, state, timeout=60.0):
+    """Poll quickly; return the monotonic time of the first answer that
+    says ``state``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = ironic_svc.provision_state(node)
+        now = time.monotonic()
+        if current == state:
+            return now
+        if now > deadline:
+            raise RuntimeError('node %s still %r after %.0f s waiting for %r'
+                               % (node, current, timeout, state))
+        time.sleep(0.005)
+
+
+def one_inspection(ironic_svc, p, node, mac, rng):
+    """Inspect then abort ``node``; return the timings of both ways.
+
+    ``p`` is a :class:`Prober` (one DISCOVER every 20 ms, 0.1 s timeout).
+    A random pause (0-1 s) before each API call keeps the calls from
+    locking onto the phase of the daemon's 1-s poll.
+    """
+    result = {'node': node, 'mac': mac}
+    time.sleep(rng.uniform(0, 1.0))
+    p.go(mac, 'offer')
+    t_call = time.monotonic()
+    ironic_svc.set_provision_state(node, 'inspect')
+    t_return = time.monotonic()
+    t_wait = _wait_state(ironic_svc, node, 'inspect wait')
+    res = p.result()
+    if res.get('timeout'):
+        result['allow_timeout'] = True
+    else:
+        result.update(allow=res['t_recv'] - t_wait,
+                      allow_from_call=res['t_recv'] - t_return,
+                      inspect_call=t_return - t_call,
+                      wait_after_call=t_wait - t_return)
+    time.sleep(rng.uniform(0, 1.0))
+    p.go(mac, 'silence')
+    t_call = time.monotonic()
+    ironic_svc.set_provision_state(node, 'abort')
+    t_return = time.monotonic()
+    t_failed = _wait_state(ironic_svc, node, 'inspect failed')
+    res = p.result()
+    if res.get('timeout'):
+        result['deny_timeout'] = True
+    else:
+        result.update(deny=res['t_silent'] - t_failed,
+                      deny_from_call=res['t_silent'] - t_return,
+                      abort_call=t_return - t_call)
+    return result
+
+
+def run_latency(report, size, root, fixtures, count):
+    label = '%s ports, %d inspections' % (env.fmt_size(size), count)
+    results = []
+    with fixtures.started(size) as (ironic_svc, load), \
+            env.DhcpEnv(root, 'latency-%d' % size) as e:
+        runner = _runner(root, 'daemon-latency-%d' % size, ironic_svc, e.dm)
+        try:
+            runner.start()
+            runner.wait_ready(timeout=600)
+            env.progress('latency %s: daemon ready', label)
+            by_node = {}
+            for mac, node in sorted(load.ports.items()):
+                by_node.setdefault(node, mac)
+            nodes = load.nodes
+            step = max(1, len(nodes) // count)
+            rng = random.Random(size)
+            with Prober(e.net, interval=0.02, timeout=0.1, confirm=3,
+                        max_seconds=60.0) as p:
+                for i in range(count):
+                    node = nodes[(i * step) % len(nodes)]
+                    res = one_inspection(ironic_svc, p, node, by_node[node],
+                                         rng)
+                    results.append(res)
+                    env.progress('latency %s: #%d allow %s, deny %s', label,
+                                 i + 1, _fmt(res.get('allow')),
+                                 _fmt(res.get('deny')))
+            code = runner.stop()
+            if code != 0:
+                raise RuntimeError('pxefilterd exited %s' % code)
+        finally:
+            runner.close()
+    report.detail('latency-%d' % size, results)
+    rows = (('allow', 'allow: inspect wait -> first OFFER', True),
+            ('allow_from_call', 'allow: inspect API return -> first OFFER',
+             False),
+            ('deny', 'deny: inspect failed -> first silence', True),
+            ('deny_from_call', 'deny: abort API return -> first silence',
+             False))
+    for key, metric, targeted in rows:
+        values = [r[key] for r in results if key in r]
+        missing = len(results) - len(values)
+        s = stats.summary(values)
+        note = 'n=%d' % s['n'] + ('; %d never changed' % missing
+                                  if missing else '')
+        if key == 'allow':
+            note += ('; < 0: allowed while still "inspecting", before '
+                     'ironic reported "inspect wait"')
+        report.add(SCENARIO_LATENCY, label, metric + ' p50', s['p50'], 's',
+                   note=note)
+        report.add(SCENARIO_LATENCY, label, metric + ' p95', s['p95'], 's',
+                   target=LATENCY_TARGET if targeted else None)
+        report.add(SCENARIO_LATENCY, label, metric + ' max', s['max'], 's')
+        if missing:
+            report.add(SCENARIO_LATENCY, label, metric + ' timeouts',
+                       missing, target=('==', 0))
+
+
+def _fmt(value):
+    return '-' if value is None else '%.3f s' % value
+
+
+def _free_port():
+    sock = socket.socket()
+    try:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def scrape(port):
+    """Return ``{metric name: value}`` of the daemon's metrics endpoint."""
+    with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port,
+                                timeout=10) as resp:
+        text = resp.read().decode()
+    values = {}
+    for line in text.splitlines():
+        if not line or line.startswith('#'):
+            continue
+        name, _, value = line.rpartition(' ')
+        try:
+            values[name] = float(value)
+        except ValueError:
+            pass
+    return values
+
+
+def _children(pid):
+    result = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry, 'rb') as f:
+                data = f.read()
+        except OSError:
+            continue
+        if int(data[data.rindex(b')') + 2:].split()[1]) == pid:
+            result.append(int(entry))
+    return result
+
+
+def run_memory(report, size, root, fixtures, extra_syncs=3, base=False,
+               sync_period=15):
+    layout = 'base hosts file' if base else 'per-MAC files'
+    label = '%s ports, %s, sync every %d s' % (env.fmt_size(size), layout,
+                                              sync_period)
+    port = _free_port()
+    options = {'metrics': {'enabled': 'True', 'listen_port': port},
+               'pxe_filter': {'sync_period': sync_period}}
+    with fixtures.started(size) as (ironic_svc, _), \
+            env.DhcpEnv(root, 'memory-%d' % size, base_file=base) as e:
+        if base:
+            options['dnsmasq_pxe_filter'] = {
+                'dhcp_hostsfile': str(e.base_path)}
+        runner = _runner(root, 'daemon-memory-%d' % size, ironic_svc, e.dm,
+                         options=options)
+        try:
+            t0 = time.monotonic()
+            runner.start()
+            runner.wait_ready(timeout=900)
+            ready = time.monotonic() - t0
+            pid = runner.pid
+            rss_ready, _ = env.rss_mb(pid)
+            first = scrape(port)
+            syncs0 = first.get('pxefilterd_syncs_total', 0)
+            env.progress('memory %s: ready after %.1f s, RSS %.1f MB; '
+                         'waiting for %d more syncs', label, ready,
+                         rss_ready, extra_syncs)
+            samples = [rss_ready]
+            deadline = time.monotonic() + 120 + extra_syncs * 120
+            seen = syncs0
+            while seen < syncs0 + extra_syncs:
+                if time.monotonic() > deadline:
+                    raise RuntimeError('only %d full syncs in time'
+                                       % (seen - syncs0))
+                time.sleep(1.0)
+                now = scrape(port).get('pxefilterd_syncs_total', 0)
+                if now > seen:
+                    seen = now
+                    samples.append(env.rss_mb(pid)[0])
+            rss_after, hwm = env.rss_mb(pid)
+            metrics = scrape(port)
+            guards = [env.rss_mb(c)[0] for c in _children(pid)]
+            cpu = counters.proc_cpu_seconds(pid)
+            code = runner.stop()
+            if code != 0:
+                raise RuntimeError('pxefilterd exited %s' % code)
+        finally:
+            runner.close()
+    count = metrics.get('pxefilterd_sync_duration_seconds_count') or 0
+    total = metrics.get('pxefilterd_sync_duration_seconds_sum') or 0
+    mean_sync = total / count if count else None
+    report.detail('memory-%d' % size, {
+        'ready_seconds': ready, 'rss_samples_mb': samples,
+        'rss_after_mb': rss_after, 'hwm_mb': hwm,
+        'helper_rss_mb': guards, 'cpu_seconds': cpu,
+        'mean_full_sync_seconds': mean_sync, 'syncs': count})
+    add = report.add
+    add(SCENARIO_MEMORY, label, 'RSS after first sync', rss_ready, 'MB',
+        target=MEMORY_TARGET, note='ready %.1f s after start' % ready)
+    add(SCENARIO_MEMORY, label, 'RSS after %d more syncs' % extra_syncs,
+        rss_after, 'MB', target=MEMORY_TARGET,
+        note='samples: %s' % ', '.join('%.1f' % s for s in samples))
+    add(SCENARIO_MEMORY, label, 'peak RSS (VmHWM)', hwm, 'MB',
+        target=MEMORY_TARGET)
+    add(SCENARIO_MEMORY, label, 'child processes RSS', sum(guards), 'MB',
+        note='%d process(es): the guard' % len(guards))
+    add(SCENARIO_MEMORY, label, 'mean full sync duration', mean_sync, 's',
+        note='%d syncs, from the metrics histogram' % count)
