@@ -7,3 +7,6 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export PXEFILTERD_IRONIC_VENV=${PXEFILTERD_IRONIC_VENV:-$(pwd)/.venv-ironic}
 .venv/bin/tox -e pep8,py3,functional,integration "$@"
+# The benchmark in quick mode: numbers printed (and bench-results.json),
+# nothing asserted on time.
+.venv/bin/tox -e bench
