@@ -286,7 +286,7 @@ class Service:
     def _full_sync(self):
         started = self._clock()
         snapshot = self.source.snapshot()
-        self._ports = dict(snapshot.ports)
+        self._ports = snapshot.ports     # a fresh dict; never mutated here
         self._inspecting = snapshot.inspecting
         self._contact()
         written = self._apply(self._desired())
