@@ -91,8 +91,9 @@ def build_parser():
                    help='inspections timed by the latency scenario '
                         '(default 20; --quick 10)')
     p.add_argument('--latency-size', type=int, default=None,
-                   help='ports in the latency fixture (default 10000; '
-                        '--quick 1000)')
+                   help='ports in the latency fixture (default 10000, and '
+                        'also 100000 with 10 inspections when 100000 is '
+                        'among the sizes; --quick 1000)')
     p.add_argument('--burst-n', type=_ints, default=None,
                    help='existing per-MAC files for the burst runs '
                         '(default 10000,50000; --quick 10000)')
@@ -134,8 +135,11 @@ def make_plan(args):
         'local_reps': args.reps or (1 if quick else 3),
         'api_reps': args.reps or (1 if quick else 3),
         'api_cost_size': 10000 if 10000 in sizes else sizes[0],
-        'latency_size': args.latency_size or (1000 if quick else 10000),
-        'inspections': args.inspections or (10 if quick else 20),
+        'latency_cases': [(args.latency_size or (1000 if quick else 10000),
+                           args.inspections or (10 if quick else 20))]
+        + ([(100000, args.inspections or 10)]
+           if not quick and args.latency_size is None and 100000 in sizes
+           else []),
         'burst_n': args.burst_n or ([10000] if quick else [10000, 50000]),
         'burst_k': args.burst_k or ([5000] if quick
                                     else [5000, 10000, 20000, 40000]),
@@ -152,6 +156,7 @@ def make_plan(args):
                                            if s >= 100000],
         'memory_sizes': [max(sizes)] if quick else sizes,
         'start_sizes': [max(sizes)] if quick else sizes,
+        'start_sample': 20 if quick else 100,
         'memory_syncs': 1 if quick else 3,
         'memory_sync_period': 3 if quick else 15,
     }
@@ -289,16 +294,17 @@ class Runner:
                 self.case(dm.SCENARIO_START, '%s MACs, %s'
                           % (env.fmt_size(size), layout),
                           dm.run_startup, self.report, size, self.root,
-                          layout)
+                          layout, probe_sample=self.plan['start_sample'])
 
     def latency(self):
         from pxefilterd.bench import latency
         if self._problem(latency.SCENARIO_LATENCY, ('dhcp', 'ironic')):
             return
-        size = self.plan['latency_size']
-        self.case(latency.SCENARIO_LATENCY, '%s ports' % env.fmt_size(size),
-                  latency.run_latency, self.report, size, self.root,
-                  self.fixtures, self.plan['inspections'])
+        for size, count in self.plan['latency_cases']:
+            self.case(latency.SCENARIO_LATENCY, '%s ports'
+                      % env.fmt_size(size), latency.run_latency, self.report,
+                      size, self.root, self.fixtures, count)
+            self.save()
 
     def bursts(self):
         from pxefilterd.bench import dnsmasq_bench as dm

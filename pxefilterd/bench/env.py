@@ -245,3 +245,18 @@ def rss_mb(pid):
     from pxefilterd.bench.counters import proc_status_kb
     kb = proc_status_kb(pid)
     return kb.get('VmRSS', 0) / 1024.0, kb.get('VmHWM', 0) / 1024.0
+
+
+def wait_idle(pid, quiet=0.5, cap=900.0):
+    """Wait until ``pid`` used (almost) no CPU for ``quiet`` seconds;
+    return the seconds waited."""
+    from pxefilterd.bench.counters import proc_cpu_seconds
+    t0 = time.monotonic()
+    last = proc_cpu_seconds(pid)
+    while time.monotonic() - t0 < cap:
+        time.sleep(quiet)
+        now = proc_cpu_seconds(pid)
+        if now - last < 0.02:
+            break
+        last = now
+    return time.monotonic() - t0

@@ -99,8 +99,11 @@ def run_latency(report, size, root, fixtures, count):
         runner = _runner(root, 'daemon-latency-%d' % size, ironic_svc, e.dm)
         try:
             runner.start()
-            runner.wait_ready(timeout=600)
-            env.progress('latency %s: daemon ready', label)
+            runner.wait_ready(timeout=900)
+            # dnsmasq reads its hosts after it has started: wait for it
+            idle = env.wait_idle(e.dm.pid())
+            env.progress('latency %s: daemon ready, dnsmasq idle after '
+                         '%.1f s more', label, idle)
             by_node = {}
             for mac, node in sorted(load.ports.items()):
                 by_node.setdefault(node, mac)

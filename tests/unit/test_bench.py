@@ -283,11 +283,12 @@ def test_plan_quick_and_full():
     parser = cli.build_parser()
     quick = cli.make_plan(parser.parse_args(['--quick']))
     assert quick['sizes'] == [1000, 10000]
-    assert quick['inspections'] >= 10 and quick['burst_n'] == [10000]
+    assert quick['latency_cases'] == [(1000, 10)]
+    assert quick['burst_n'] == [10000]
     assert quick['bigflip_sizes'] == []
     full = cli.make_plan(parser.parse_args([]))
     assert full['sizes'] == [1000, 10000, 100000]
-    assert full['inspections'] >= 20
+    assert full['latency_cases'] == [(10000, 20), (100000, 10)]
     assert full['burst_n'] == [10000, 50000]
     assert full['bigflip_sizes'] == [100000]
     only = cli.make_plan(parser.parse_args(['--only', 'local,api',
@@ -325,3 +326,10 @@ def test_find_lost_gives_up_after_max_rounds():
     assert [r['rate'] for r in st['rounds']] == [1000.0, 500.0, 250.0]
     assert dnsmasq_bench.probe_rate(10000) == 2500.0
     assert dnsmasq_bench.probe_rate(100000) == 400.0
+
+
+def test_spread_keeps_first_and_last():
+    items = list(range(100))
+    assert dnsmasq_bench.spread(items, 5) == [0, 25, 50, 74, 99]
+    assert dnsmasq_bench.spread(items, 200) == items
+    assert dnsmasq_bench.spread(items, 1) == [99]
