@@ -18,6 +18,7 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -383,6 +384,10 @@ class Runner:
 
 
 def main(argv=None):
+    # SIGTERM (e.g. a CI timeout) must clean up like Ctrl-C: every scenario
+    # stops what it started in ``finally`` blocks, which a default SIGTERM
+    # would skip, leaving daemons, dnsmasq and namespaces behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     env.set_quiet(args.quiet)
