@@ -333,3 +333,19 @@ def test_spread_keeps_first_and_last():
     assert dnsmasq_bench.spread(items, 5) == [0, 25, 50, 74, 99]
     assert dnsmasq_bench.spread(items, 200) == items
     assert dnsmasq_bench.spread(items, 1) == [99]
+
+
+def test_daemon_write_times_from_the_log():
+    from pxefilterd.bench import latency
+    log = ('2026-11-23 10:00:00.100 12 INFO pxefilterd.service [-] Ready: x\n'
+           '2026-11-23 10:00:01.250 12 INFO pxefilterd.service [-] Wrote 3 '
+           'file(s): 2 allowed\n'
+           '2026-11-23 10:00:05.000 12 INFO pxefilterd.service [-] Wrote 1 '
+           'file(s): 0 allowed\n')
+    times = latency.write_times(log)
+    assert len(times) == 2 and times[1] - times[0] == pytest.approx(3.75)
+    results = [{'wall_inspect': times[0] - 0.5, 'wall_wait': times[0] - 0.2,
+                'wall_abort': times[0] + 1.0, 'wall_failed': times[0] + 1.1}]
+    latency.add_daemon_times(results, times)
+    assert results[0]['daemon_allow'] == pytest.approx(0.2)
+    assert results[0]['daemon_deny'] == pytest.approx(3.75 - 1.1)
