@@ -37,6 +37,47 @@ class _Interrupted(Exception):
     """A paced burst was cut short by a stop request."""
 
 
+class _Listing:
+    """One full port listing, fetched in a background thread.
+
+    At 10k ports the listing takes over a second; run in the loop thread it
+    would delay the inspection polls behind it.  The thread only calls
+    ``fetch`` and keeps its outcome: the hostsdir and the service's state
+    are touched by the loop thread alone.
+
+    :ivar refreshed: node UUIDs whose ports a poll fetched after this
+        listing started (maintained by the loop thread).
+    """
+
+    def __init__(self, fetch, wake, clock):
+        self.started = clock()
+        self.refreshed = set()
+        self._outcome = None
+        self._error = None
+        self._finished = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fetch, wake),
+                                        name='port-listing', daemon=True)
+        self._thread.start()
+
+    def _run(self, fetch, wake):
+        try:
+            self._outcome = fetch()
+        except BaseException as exc:   # re-raised in the loop thread
+            self._error = exc
+        finally:
+            self._finished.set()
+            wake()
+
+    def done(self):
+        return self._finished.is_set()
+
+    def result(self):
+        """Return the fetched ports, or raise what the fetch raised."""
+        if self._error is not None:
+            raise self._error
+        return self._outcome
+
+
 @dataclasses.dataclass
 class Settings:
     """The tunables the loop reads; replaced as a whole on SIGHUP."""
@@ -111,6 +152,7 @@ class Service:
         self._next_full = 0.0
         self._next_poll = 0.0
         self._next_compaction = float('inf')
+        self._listing = None   # the full port listing in flight, if any
 
     # -- signals (any thread) ------------------------------------------------
 
@@ -223,6 +265,9 @@ class Service:
         self._next_poll = now + self._poll_interval()
         self._next_compaction = now + self._compaction_interval()
         while True:
+            # Cleared before looking for work: a wake-up that arrives while
+            # this iteration runs is kept for the next wait.
+            self._wake.clear()
             if self._stop_reason is not None:
                 return EXIT_OK, self._stop_reason
             if self._hup:
@@ -231,11 +276,15 @@ class Service:
             self._check_helpers()
             self._heal()
             now = self._clock()
+            if now >= self._next_full and self._listing is None:
+                self._next_full = now + self._sync_period()
+                self._listing = _Listing(self.source.ports, self._wake.set,
+                                         self._clock)
             try:
-                if now >= self._next_full:
-                    self._next_full = now + self._sync_period()
+                if self._listing is not None and self._listing.done():
+                    listing, self._listing = self._listing, None
                     self._next_poll = now + self._poll_interval()
-                    self._full_sync()
+                    self._finish_full_sync(listing)
                 elif now >= self._next_poll:
                     self._next_poll = now + self._poll_interval()
                     self._poll()
@@ -257,7 +306,6 @@ class Service:
             if self._dirty:
                 timeout = min(timeout, 1.0)
             self._wake.wait(max(0.0, min(timeout, _MAX_TICK)))
-            self._wake.clear()
 
     def _sync_period(self):
         period = self.settings.sync_period
@@ -284,12 +332,39 @@ class Service:
                              self.store.cached())
 
     def _full_sync(self):
+        """Fetch a whole snapshot and apply it, in this thread."""
         started = self._clock()
         snapshot = self.source.snapshot()
         self._ports = snapshot.ports     # a fresh dict; never mutated here
         self._inspecting = snapshot.inspecting
         self._contact()
         written = self._apply(self._desired())
+        self._count_sync(started, written)
+
+    def _finish_full_sync(self, listing):
+        """Adopt a background port listing, refresh inspection, apply.
+
+        The listing's pages were read over a second or more; a poll during
+        that time fetched the ports of nodes whose inspection changed, and
+        those answers are newer than the pages, so they are kept.
+
+        :raises ironic.ApiError: the listing, or the inspection poll failed.
+        """
+        ports = listing.result()
+        refreshed = listing.refreshed
+        if refreshed:
+            ports = {mac: node for mac, node in ports.items()
+                     if node not in refreshed}
+            ports.update((mac, node) for mac, node in self._ports.items()
+                         if node in refreshed)
+        self._ports = ports     # a fresh dict; never mutated here
+        self._contact()
+        self._dirty = True      # applied below, or by the loop after an error
+        self._refresh_inspecting()
+        written = self._apply(self._desired())
+        self._count_sync(listing.started, written)
+
+    def _count_sync(self, started, written):
         self.stats.syncs += 1
         self.stats.last_sync = time.time()
         self.stats.last_sync_duration = self._clock() - started
@@ -301,19 +376,32 @@ class Service:
                   self.stats.last_sync_duration)
 
     def _poll(self):
+        changed = self._refresh_inspecting()
+        if changed:
+            written = self._apply(self._desired())
+            LOG.info('Inspection changed for %d node(s): %d file(s) written',
+                     len(changed), written)
+
+    def _refresh_inspecting(self):
+        """Ask which nodes are under inspection; for those that changed,
+        fetch their ports.  Return the changed node UUIDs (nothing applied).
+
+        :raises ironic.ApiError: nothing was changed then.
+        """
         inspecting = self.source.inspecting()
         self._contact()
         changed = inspecting ^ self._inspecting
         if not changed:
-            return
+            return changed
         fresh = self.source.ports_of(changed)
-        self._ports = {mac: node for mac, node in self._ports.items()
-                       if node not in changed}
-        self._ports.update(fresh)
+        ports = {mac: node for mac, node in self._ports.items()
+                 if node not in changed}
+        ports.update(fresh)
+        self._ports = ports
         self._inspecting = inspecting
-        written = self._apply(self._desired())
-        LOG.info('Inspection changed for %d node(s): %d file(s) written',
-                 len(changed), written)
+        if self._listing is not None:
+            self._listing.refreshed |= changed
+        return changed
 
     def _contact(self):
         self._last_contact = self._clock()

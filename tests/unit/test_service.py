@@ -24,11 +24,12 @@ WILD_DENY, WILD_ALLOW = '*:*:*:*:*:*,ignore\n', '*:*:*:*:*:*\n'
 
 class FakeSource:
     def __init__(self):
-        self.ports = {A1: 'node-a', B1: 'node-b'}
+        self.port_map = {A1: 'node-a', B1: 'node-b'}
         self.inspecting_nodes = set()
         self.failures = 0
         self.calls = []
         self.lock = threading.Lock()
+        self.listing_gate = None   # an Event a full listing waits for
 
     def _maybe_fail(self, what):
         with self.lock:
@@ -39,8 +40,18 @@ class FakeSource:
 
     def snapshot(self):
         self._maybe_fail('snapshot')
-        return policy.Snapshot(dict(self.ports),
+        return policy.Snapshot(dict(self.port_map),
                                frozenset(self.inspecting_nodes))
+
+    def ports(self):
+        self._maybe_fail('ports')
+        # The pages are read when the listing starts, like a slow listing
+        # whose answers age while the last pages are still coming.
+        pages = dict(self.port_map)
+        gate = self.listing_gate
+        if gate is not None:
+            assert gate.wait(timeout=30), 'listing gate never opened'
+        return pages
 
     def inspecting(self):
         self._maybe_fail('inspecting')
@@ -48,7 +59,7 @@ class FakeSource:
 
     def ports_of(self, nodes):
         self._maybe_fail('ports_of')
-        return {m: n for m, n in self.ports.items() if n in nodes}
+        return {m: n for m, n in self.port_map.items() if n in nodes}
 
 
 class Harness:
@@ -173,10 +184,42 @@ def test_inspection_is_applied_by_the_poll(harness):
     h.stop()
 
 
+def test_polls_go_on_during_a_slow_listing_and_their_answers_win(harness):
+    """A full listing runs in the background: an inspection that starts
+    meanwhile is applied at once, and the listing, read before the node's
+    port existed, does not undo it when it lands."""
+    c1 = '52:54:00:00:00:c1'
+    h = harness(settings=service.Settings(
+        sync_period=0.2, poll_interval=0.05, lock_wait=0,
+        options=policy.Options(deny_unknown_macs=True)))
+    seen_at_sync = []
+    h.svc.sync_observers.append(
+        lambda duration: seen_at_sync.append(h.files().get(c1)))
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    gate = h.source.listing_gate = threading.Event()
+    listings = h.source.calls.count('ports')
+    wait_for(lambda: h.source.calls.count('ports') > listings,
+             what='a listing waiting at the gate')
+    h.source.port_map[c1] = 'node-c'   # enrolled, then inspected
+    h.source.inspecting_nodes.add('node-c')
+    wait_for(lambda: h.files().get(c1) == c1 + '\n',
+             what='C1 allowed while the listing is still out')
+    assert not gate.is_set()
+    del seen_at_sync[:]
+    h.source.listing_gate = None
+    gate.set()
+    wait_for(lambda: seen_at_sync, what='the stale listing applied')
+    # The stale pages had no C1; the poll's answer for node-c was kept.
+    assert seen_at_sync[0] == c1 + '\n'
+    assert h.svc.stats.api_errors == 0
+    h.stop()
+
+
 def test_port_gone_from_ironic_gets_unknown_state(harness):
     h = harness().start()
     wait_for(lambda: h.names() == ['start'])
-    del h.source.ports[B1]
+    del h.source.port_map[B1]
     h.source.inspecting_nodes.add('node-a')
     wait_for(lambda: h.files().get(B1) == B1 + '\n', what='B1 unknown=allow')
     h.source.inspecting_nodes.clear()
@@ -297,7 +340,7 @@ def test_sighup_with_bad_config_keeps_running(harness):
 
 
 def many_ports(h, n):
-    h.source.ports = {'52:54:00:00:10:%02x' % i: 'node-%d' % i
+    h.source.port_map = {'52:54:00:00:10:%02x' % i: 'node-%d' % i
                       for i in range(n)}
 
 
@@ -359,7 +402,7 @@ def test_compaction_removes_gone_macs_and_reloads(harness):
         compaction_interval=0.3))
     h.start()
     wait_for(lambda: h.names() == ['start'])
-    del h.source.ports[B1]
+    del h.source.port_map[B1]
     wait_for(lambda: B1 not in h.files(), what='compaction')
     wait_for(lambda: h.names() == ['start', 'reload'])
     assert B1 not in h.files()
