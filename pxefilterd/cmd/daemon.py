@@ -1,5 +1,6 @@
 """``pxefilterd``: the daemon, in the foreground."""
 
+import ctypes
 import logging
 import signal
 import sys
@@ -76,6 +77,27 @@ def build_service(conf):
         reload_settings=reload_settings)
 
 
+# mallopt(3) parameter number, from glibc's <malloc.h>.
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_malloc(threshold=128 * 1024):
+    """Have glibc give every block above ``threshold`` bytes its own
+    mapping, unmapped when freed; return whether the setting took.
+
+    By default glibc raises that threshold each time such a block is freed
+    (up to 32 MiB).  After the first sync the daemon's large transient
+    blocks -- dict tables of ~5 MiB at 100k MACs, built at every full sync,
+    and the JSON pages -- would then come from the heap, whose pages stay
+    resident after a free: measured, 96 MB instead of 86 MB peak with 100k
+    ports.  Setting the threshold explicitly turns the adjustment off.
+    """
+    try:
+        return bool(ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, threshold))
+    except (OSError, AttributeError):   # not glibc
+        return False
+
+
 def _install_signals(svc):
     def on_stop(signum, frame):
         svc.request_stop('received %s' % signal.Signals(signum).name)
@@ -112,6 +134,9 @@ def main(argv=None):
             sys.stderr.write('pxefilterd: configuration error: %s\n' % line)
         return service.EXIT_CONFIG
     log.setup(CONF, 'pxefilterd')
+    if not tune_malloc():
+        LOG.debug('mallopt(M_MMAP_THRESHOLD) unavailable; memory use at '
+                  '100k ports will be higher')
     if CONF.pxe_filter.driver == 'noop':
         return _run_noop()
     try:
