@@ -611,6 +611,7 @@ class Service:
                  new.sync_period, new.options.deny_unknown_macs,
                  new.options.auto_discovery)
         self.settings = new
+        self._dirty = True   # the new policy, on what we know, right away
         self._next_full = self._clock()
 
     # -- exit ---------------------------------------------------------------

@@ -312,14 +312,22 @@ def test_reload_after_purge_when_dnsmasq_is_external(harness):
 
 
 def test_sighup_applies_new_options_without_restart(harness):
-    h = harness()
-    new = service.Settings(sync_period=0.2, poll_interval=0.05, lock_wait=0,
+    h = harness(settings=service.Settings(sync_period=3600,
+                                          poll_interval=0.05, lock_wait=0))
+    new = service.Settings(sync_period=3600, poll_interval=0.05, lock_wait=0,
                            options=policy.Options(auto_discovery=True))
     h.svc._reload_settings = lambda: new
     h.start()
     wait_for(lambda: h.names() == ['start'])
+    # Applied to what the daemon knows, not after the (slow) full listing.
+    gate = h.source.listing_gate = threading.Event()
     h.svc.request_reload()
     wait_for(lambda: h.files()['unknown_hosts_filter'] == WILD_ALLOW)
+    wait_for(lambda: h.source.calls.count('ports') == 1,
+             what='the full listing the reload started')
+    gate.set()
+    syncs = h.svc.stats.syncs
+    wait_for(lambda: h.svc.stats.syncs > syncs)
     h.stop()
     assert h.names() == ['start', 'stop']
 
