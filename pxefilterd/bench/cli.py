@@ -93,8 +93,8 @@ def build_parser():
                         '(default 20; --quick 10)')
     p.add_argument('--latency-size', type=int, default=None,
                    help='ports in the latency fixture (default 10000, and '
-                        'also 100000 with 10 inspections when 100000 is '
-                        'among the sizes; --quick 1000)')
+                        'also 100000 when 100000 is among the sizes; '
+                        '--quick 1000)')
     p.add_argument('--burst-n', type=_ints, default=None,
                    help='existing per-MAC files for the burst runs '
                         '(default 10000,50000; --quick 10000)')
@@ -138,7 +138,7 @@ def make_plan(args):
         'api_cost_size': 10000 if 10000 in sizes else sizes[0],
         'latency_cases': [(args.latency_size or (1000 if quick else 10000),
                            args.inspections or (10 if quick else 20))]
-        + ([(100000, args.inspections or 10)]
+        + ([(100000, args.inspections or 20)]
            if not quick and args.latency_size is None and 100000 in sizes
            else []),
         'burst_n': args.burst_n or ([10000] if quick else [10000, 50000]),

@@ -288,7 +288,7 @@ def test_plan_quick_and_full():
     assert quick['bigflip_sizes'] == []
     full = cli.make_plan(parser.parse_args([]))
     assert full['sizes'] == [1000, 10000, 100000]
-    assert full['latency_cases'] == [(10000, 20), (100000, 10)]
+    assert full['latency_cases'] == [(10000, 20), (100000, 20)]
     assert full['burst_n'] == [10000, 50000]
     assert full['bigflip_sizes'] == [100000]
     only = cli.make_plan(parser.parse_args(['--only', 'local,api',
