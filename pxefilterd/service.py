@@ -31,6 +31,10 @@ EXIT_CONFIG = 78   # EX_CONFIG: systemd's RestartPreventExitStatus
 # Longest sleep of the loop, so that systemd watchdog pings keep flowing.
 _MAX_TICK = 5.0
 _FIRST_SYNC_BACKOFF_MAX = 30.0
+# How long an exit waits for a port listing in flight (it is abandoned
+# after that, but a thread still writing a log line as the interpreter
+# exits can abort it).
+_LISTING_EXIT_WAIT = 2.0
 
 
 class _Interrupted(Exception):
@@ -70,6 +74,10 @@ class _Listing:
 
     def done(self):
         return self._finished.is_set()
+
+    def wait(self, timeout):
+        """Wait up to ``timeout`` seconds for the fetch; return done()."""
+        return self._finished.wait(timeout)
 
     def result(self):
         """Return the fetched ports, or raise what the fetch raised."""
@@ -280,32 +288,49 @@ class Service:
                 self._next_full = now + self._sync_period()
                 self._listing = _Listing(self.source.ports, self._wake.set,
                                          self._clock)
-            try:
-                if self._listing is not None and self._listing.done():
-                    listing, self._listing = self._listing, None
-                    self._next_poll = now + self._poll_interval()
-                    self._finish_full_sync(listing)
-                elif now >= self._next_poll:
-                    self._next_poll = now + self._poll_interval()
-                    self._poll()
-                if self._dirty:
-                    # e.g. after a transient write error, or fail-closed end
-                    self._apply(self._desired())
-            except ironic.ApiError as exc:
-                self.stats.api_errors += 1
-                LOG.error('Sync with ironic failed; keeping the last applied '
-                          'state: %s', exc)
-            except hostsdir_mod.TransientWriteError as exc:
-                self._dirty = True
-                LOG.error('Could not write the hostsdir, retrying: %s', exc)
+            if self._guarded(self._sync_step, now) and self._dirty:
+                # e.g. after a transient write error, at the end of the
+                # fail-closed state, or ports adopted before an API error
+                self._guarded(lambda: self._apply(self._desired()))
             self._check_stale()
             self._maybe_compact()
             if self._notifier is not None:
                 self._notifier.watchdog()
-            timeout = min(self._next_full, self._next_poll) - self._clock()
+            # A listing in flight wakes the loop when it ends; until then
+            # its due time (passed if it runs longer than sync_period) is
+            # not a reason to wake up.
+            next_full = (self._next_full if self._listing is None
+                         else float('inf'))
+            timeout = min(next_full, self._next_poll) - self._clock()
             if self._dirty:
                 timeout = min(timeout, 1.0)
             self._wake.wait(max(0.0, min(timeout, _MAX_TICK)))
+
+    def _sync_step(self, now):
+        if self._listing is not None and self._listing.done():
+            listing, self._listing = self._listing, None
+            self._next_poll = now + self._poll_interval()
+            self._finish_full_sync(listing)
+        elif now >= self._next_poll:
+            self._next_poll = now + self._poll_interval()
+            self._poll()
+
+    def _guarded(self, step, *args):
+        """Run ``step``; log ironic and transient write errors.
+
+        Returns False after a write error (retried at the next iteration).
+        """
+        try:
+            step(*args)
+        except ironic.ApiError as exc:
+            self.stats.api_errors += 1
+            LOG.error('Sync with ironic failed; keeping the last applied '
+                      'state: %s', exc)
+        except hostsdir_mod.TransientWriteError as exc:
+            self._dirty = True
+            LOG.error('Could not write the hostsdir, retrying: %s', exc)
+            return False
+        return True
 
     def _sync_period(self):
         period = self.settings.sync_period
@@ -344,21 +369,21 @@ class Service:
     def _finish_full_sync(self, listing):
         """Adopt a background port listing, refresh inspection, apply.
 
-        The listing's pages were read over a second or more; a poll during
-        that time fetched the ports of nodes whose inspection changed, and
-        those answers are newer than the pages, so they are kept.
+        The listing's pages were read over a second or more.  For the nodes
+        whose inspection changed meanwhile, the pages may be older or newer
+        than what the poll fetched, so their ports are fetched once more.
+        Contact with ironic counts only once the inspection answer is in.
 
-        :raises ironic.ApiError: the listing, or the inspection poll failed.
+        :raises ironic.ApiError: the listing, or a request after it, failed.
         """
         ports = listing.result()
         refreshed = listing.refreshed
         if refreshed:
+            fresh = self.source.ports_of(refreshed)
             ports = {mac: node for mac, node in ports.items()
                      if node not in refreshed}
-            ports.update((mac, node) for mac, node in self._ports.items()
-                         if node in refreshed)
+            ports.update(fresh)
         self._ports = ports     # a fresh dict; never mutated here
-        self._contact()
         self._dirty = True      # applied below, or by the loop after an error
         self._refresh_inspecting()
         written = self._apply(self._desired())
@@ -630,6 +655,10 @@ class Service:
             except commands.CommandError as exc:
                 LOG.error('Could not stop dnsmasq: %s', exc)
             self.stats.dnsmasq_running = False
+        if self._listing is not None and not self._listing.wait(
+                _LISTING_EXIT_WAIT):
+            # A daemon thread; it dies with the process.
+            LOG.info('Exiting with a full port listing still running')
         for step in (self._stop_watcher, self._notify_stopping):
             try:
                 step(reason)

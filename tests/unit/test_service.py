@@ -30,10 +30,13 @@ class FakeSource:
         self.calls = []
         self.lock = threading.Lock()
         self.listing_gate = None   # an Event a full listing waits for
+        self.broken = set()        # calls that always fail
 
     def _maybe_fail(self, what):
         with self.lock:
             self.calls.append(what)
+            if what in self.broken:
+                raise ironic.ApiError('%s is broken (fake)' % what)
             if self.failures:
                 self.failures -= 1
                 raise ironic.ApiError('ironic is down (fake)')
@@ -256,6 +259,54 @@ def test_max_stale_fails_closed_and_recovers(harness, sync_period):
     h.source.failures = 0
     wait_for(lambda: h.files().get(A1) == A1 + '\n', what='recovery')
     assert not h.svc.stats.failed_closed
+    h.stop()
+
+
+def test_port_listing_alone_does_not_count_as_contact(harness):
+    """The full listing answers but the node requests fail: what is under
+    inspection is unknown, so the daemon must still fail closed, and stay
+    closed while the listings go on succeeding."""
+    h = harness(settings=service.Settings(
+        sync_period=0.1, poll_interval=0.05, max_stale_seconds=0.3,
+        lock_wait=0))
+    h.source.inspecting_nodes.add('node-a')
+    h.start()
+    wait_for(lambda: h.files().get(A1) == A1 + '\n')
+    h.source.broken = {'inspecting'}
+    wait_for(lambda: h.svc.stats.failed_closed, what='fail closed')
+    wait_for(lambda: h.files()[A1] == DENY_A1, what='A1 denied')
+    listings = h.source.calls.count('ports')
+    wait_for(lambda: h.source.calls.count('ports') >= listings + 5,
+             what='five more listings')
+    assert h.svc.stats.failed_closed
+    assert h.files()[A1] == DENY_A1
+    assert h.files()['unknown_hosts_filter'] == WILD_DENY
+    h.source.broken = set()
+    wait_for(lambda: h.files().get(A1) == A1 + '\n', what='recovery')
+    h.stop()
+
+
+def test_loop_sleeps_while_a_listing_outlasts_sync_period(harness):
+    h = harness(settings=service.Settings(sync_period=0.05,
+                                          poll_interval=0.2, lock_wait=0))
+    iterations = []
+    check = h.svc._check_helpers
+    h.svc._check_helpers = lambda: (iterations.append(1), check())
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    gate = h.source.listing_gate = threading.Event()
+    listings = h.source.calls.count('ports')
+    wait_for(lambda: h.source.calls.count('ports') > listings)
+    time.sleep(0.2)   # well past the listing's sync_period
+    del iterations[:]
+    time.sleep(1.0)
+    # woken by the polls (every 0.2 s) and nothing else; a loop that kept
+    # waking for the overdue listing would have run thousands of times
+    assert len(iterations) < 30
+    h.source.listing_gate = None
+    gate.set()
+    syncs = h.svc.stats.syncs
+    wait_for(lambda: h.svc.stats.syncs > syncs)
     h.stop()
 
 
