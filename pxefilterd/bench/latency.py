@@ -55,6 +55,24 @@ def _wait_state(ironic_svc, node, state, timeout=60.0):
         time.sleep(0.005)
 
 
+def _transition(ironic_svc, p, node, mac, rng, verb, state, expect):
+    """After a random pause (0-1 s), start probing ``mac`` for ``expect``,
+    ask ironic to ``verb`` the node and wait until it reports ``state``.
+
+    Returns ``(times, probe result)``; ``times`` has monotonic ``call``,
+    ``return`` (of the API call) and ``state`` (first seen), and wall-clock
+    ``wall_call`` and ``wall_state`` to compare with the daemon's log.
+    """
+    time.sleep(rng.uniform(0, 1.0))
+    p.go(mac, expect)
+    t = {'call': time.monotonic(), 'wall_call': time.time()}
+    ironic_svc.set_provision_state(node, verb)
+    t['return'] = time.monotonic()
+    t['state'] = _wait_state(ironic_svc, node, state)
+    t['wall_state'] = time.time() - (time.monotonic() - t['state'])
+    return t, p.result()
+
+
 def one_inspection(ironic_svc, p, node, mac, rng):
     """Inspect then abort ``node``; return the timings of both ways.
 
@@ -63,37 +81,25 @@ def one_inspection(ironic_svc, p, node, mac, rng):
     locking onto the phase of the daemon's 1-s poll.
     """
     result = {'node': node, 'mac': mac}
-    time.sleep(rng.uniform(0, 1.0))
-    p.go(mac, 'offer')
-    t_call = time.monotonic()
-    result['wall_inspect'] = time.time()
-    ironic_svc.set_provision_state(node, 'inspect')
-    t_return = time.monotonic()
-    t_wait = _wait_state(ironic_svc, node, 'inspect wait')
-    result['wall_wait'] = time.time() - (time.monotonic() - t_wait)
-    res = p.result()
+    t, res = _transition(ironic_svc, p, node, mac, rng,
+                         'inspect', 'inspect wait', 'offer')
+    result.update(wall_inspect=t['wall_call'], wall_wait=t['wall_state'])
     if res.get('timeout'):
         result['allow_timeout'] = True
     else:
-        result.update(allow=res['t_recv'] - t_wait,
-                      allow_from_call=res['t_recv'] - t_return,
-                      inspect_call=t_return - t_call,
-                      wait_after_call=t_wait - t_return)
-    time.sleep(rng.uniform(0, 1.0))
-    p.go(mac, 'silence')
-    t_call = time.monotonic()
-    result['wall_abort'] = time.time()
-    ironic_svc.set_provision_state(node, 'abort')
-    t_return = time.monotonic()
-    t_failed = _wait_state(ironic_svc, node, 'inspect failed')
-    result['wall_failed'] = time.time() - (time.monotonic() - t_failed)
-    res = p.result()
+        result.update(allow=res['t_recv'] - t['state'],
+                      allow_from_call=res['t_recv'] - t['return'],
+                      inspect_call=t['return'] - t['call'],
+                      wait_after_call=t['state'] - t['return'])
+    t, res = _transition(ironic_svc, p, node, mac, rng,
+                         'abort', 'inspect failed', 'silence')
+    result.update(wall_abort=t['wall_call'], wall_failed=t['wall_state'])
     if res.get('timeout'):
         result['deny_timeout'] = True
     else:
-        result.update(deny=res['t_silent'] - t_failed,
-                      deny_from_call=res['t_silent'] - t_return,
-                      abort_call=t_return - t_call)
+        result.update(deny=res['t_silent'] - t['state'],
+                      deny_from_call=res['t_silent'] - t['return'],
+                      abort_call=t['return'] - t['call'])
     return result
 
 
