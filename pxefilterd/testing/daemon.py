@@ -14,8 +14,10 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +34,46 @@ def _rootwrap_binary() -> str:
         raise DaemonError(f"{path} not found: is pxefilterd installed "
                           "in this environment?")
     return str(path)
+
+
+class NotifySocket:
+    """A systemd notification socket (``$NOTIFY_SOCKET``) that keeps every
+    datagram the daemon sends, with the monotonic time it arrived."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = str(path)
+        self.messages: list[tuple[float, str]] = []
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._sock.bind(self.path)
+        self._sock.settimeout(0.2)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._collect, daemon=True)
+        self._thread.start()
+
+    def _collect(self) -> None:
+        while not self._closed.is_set():
+            try:
+                data = self._sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.messages.append((time.monotonic(),
+                                  data.decode(errors="replace")))
+
+    def times(self, field: str) -> list[float]:
+        """Arrival times of the messages carrying *field* (``WATCHDOG=1``)."""
+        return [t for t, text in self.messages
+                if field in text.split("\n")]
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(5)
+        self._sock.close()
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
 
 
 class PxefilterdRunner:
@@ -110,14 +152,21 @@ class PxefilterdRunner:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def start(self) -> PxefilterdRunner:
-        """Start the daemon (does not wait; see :meth:`wait_ready`)."""
+    def start(self, notify: NotifySocket | None = None) -> PxefilterdRunner:
+        """Start the daemon (does not wait; see :meth:`wait_ready`).
+
+        With *notify*, the daemon sends its systemd notifications there.
+        """
         self._log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        if notify is not None:
+            env["NOTIFY_SOCKET"] = notify.path
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pxefilterd.cmd.daemon",
              "--config-file", str(self.conf_path)],
             stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT)
+            stderr=subprocess.STDOUT, env=env)
         return self
 
     def log_text(self) -> str:

@@ -593,6 +593,33 @@ class IronicService:
         """Delete the node and, with it, its ports."""
         self.request("DELETE", f"/v1/nodes/{node_uuid}")
 
+    def _patch(self, path: str, fields: dict) -> dict:
+        ops = [{"op": "replace", "path": "/" + name, "value": value}
+               for name, value in fields.items()]
+        return self.request("PATCH", path, ops)
+
+    def patch_port(self, port_uuid: str, **fields: object) -> dict:
+        """Replace port fields (``address=...``, ``node_uuid=...``)."""
+        return self._patch(f"/v1/ports/{port_uuid}", fields)
+
+    def patch_node(self, node_uuid: str, **fields: object) -> dict:
+        """Replace node fields (``inspect_interface=...``, ``shard=...``)."""
+        return self._patch(f"/v1/nodes/{node_uuid}", fields)
+
+    def set_maintenance(self, node_uuid: str, on: bool = True) -> None:
+        """Put the node in (or take it out of) maintenance mode."""
+        if on:
+            self.request("PUT", f"/v1/nodes/{node_uuid}/maintenance",
+                         {"reason": "pxefilterd test"})
+        else:
+            self.request("DELETE", f"/v1/nodes/{node_uuid}/maintenance")
+
+    def force_delete_node(self, node_uuid: str) -> None:
+        """Delete a node whatever its state: maintenance on, then delete
+        (what an operator does with a node stuck in inspection)."""
+        self.set_maintenance(node_uuid, True)
+        self.delete_node(node_uuid)
+
     def inspect(self, node_uuid: str, *, expect: str | None = "inspect wait",
                 timeout: float = 30.0) -> None:
         """Start inspection of a manageable node and wait for state *expect*.

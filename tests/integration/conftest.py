@@ -20,9 +20,11 @@ from pathlib import Path
 
 import pytest
 from pxefilterd.testing import dhcp_probe, preflight
+from pxefilterd.testing.daemon import PxefilterdRunner
 from pxefilterd.testing.dnsmasq import DnsmasqInstance, HostsDirWriter
 from pxefilterd.testing.ironic import IronicService
 from pxefilterd.testing.netns import DhcpNetwork
+from tests.integration import verdicts
 
 
 @pytest.fixture
@@ -128,3 +130,39 @@ def probe(dhcp_network):
         return dhcp_probe.probe(dhcp_network, list(macs), **kwargs)
 
     return run
+
+
+@pytest.fixture
+def enroll(ironic):
+    """Callable ``(count, ports=1, prefix='node')`` enrolling manageable
+    nodes through the API; returns ``[(uuid, macs, port_uuids)]``."""
+    def make(count, ports=1, prefix='node'):
+        nodes = []
+        for i in range(count):
+            uuid = ironic.create_node('%s-%d' % (prefix, i))
+            macs = [verdicts.mac(i, p) for p in range(ports)]
+            port_ids = [ironic.create_port(uuid, m) for m in macs]
+            nodes.append((uuid, macs, port_ids))
+        return nodes
+    return make
+
+
+@pytest.fixture
+def runner_factory(request, harness_tmp, dnsmasq_instance):
+    """Callable ``(options=None, reload=True, url=None)`` returning a
+    :class:`PxefilterdRunner` (not started) for ``dnsmasq_instance``;
+    without *url* it talks to the ``ironic`` fixture.  Killed at teardown."""
+    made = []
+
+    def make(options=None, reload=True, url=None):
+        if url is None:
+            url = request.getfixturevalue('ironic').url
+        r = PxefilterdRunner(harness_tmp / ('pxefilterd-%d' % len(made)),
+                             url, dnsmasq_instance,
+                             options=options, reload=reload)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.close()

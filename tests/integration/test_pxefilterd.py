@@ -11,70 +11,9 @@ import os
 import signal
 import time
 
-import pytest
 
 from pxefilterd.testing import dhcp_probe
-from pxefilterd.testing.daemon import PxefilterdRunner
-from pxefilterd.testing.dnsmasq import BOOT_FILE
-
-UNKNOWN = '52:54:00:ee:ee:01'
-
-
-def mac(node, port=0):
-    return '52:54:00:%02x:%02x:%02x' % (node // 256, node % 256, 0x10 + port)
-
-
-def offered(probe, macs):
-    """Return the set of MACs that got a PXE offer."""
-    result = probe(list(macs), timeout=1.0, retries=2)
-    for m in macs:
-        if result[m].offer:
-            assert result[m].file == BOOT_FILE
-    return {m for m in macs if result[m].offer}
-
-
-def eventually(probe, allowed, denied, timeout=15.0):
-    """Wait until exactly ``allowed`` (of allowed|denied) get offers."""
-    allowed, denied = set(allowed), set(denied)
-    deadline = time.monotonic() + timeout
-    while True:
-        got = offered(probe, allowed | denied)
-        if got == allowed:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail('offers to %s, expected exactly %s'
-                        % (sorted(got), sorted(allowed)))
-        time.sleep(0.2)
-
-
-@pytest.fixture
-def enroll(ironic):
-    def make(count, ports=1, prefix='node'):
-        nodes = []
-        for i in range(count):
-            uuid = ironic.create_node('%s-%d' % (prefix, i))
-            macs = [mac(i, p) for p in range(ports)]
-            port_ids = [ironic.create_port(uuid, m) for m in macs]
-            nodes.append((uuid, macs, port_ids))
-        return nodes
-    return make
-
-
-@pytest.fixture
-def runner_factory(harness_tmp, ironic, dnsmasq_instance):
-    made = []
-
-    def make(options=None, reload=True, url=None):
-        r = PxefilterdRunner(harness_tmp / ('pxefilterd-%d' % len(made)),
-                             url or ironic.url, dnsmasq_instance,
-                             options=options, reload=reload)
-        made.append(r)
-        return r
-
-    yield make
-    for r in made:
-        r.close()
-
+from tests.integration.verdicts import UNKNOWN, eventually, mac, offered
 
 def test_startup_denies_enrolled_and_unknown(enroll, runner_factory, probe):
     nodes = enroll(2, ports=2)
