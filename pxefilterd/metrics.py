@@ -75,11 +75,11 @@ class ServiceCollector(prometheus_client.registry.Collector):
             '1 when pxefilterd has started dnsmasq (and not stopped it).',
             value=1 if s.dnsmasq_running else 0)
         yield core.CounterMetricFamily(
-            'pxefilterd_syncs', 'Successful full syncs with ironic.',
+            'pxefilterd_syncs', 'Successful full port listings of ironic.',
             value=s.syncs)
         yield core.CounterMetricFamily(
             'pxefilterd_api_errors',
-            'Syncs or polls that failed because of ironic (after retries).',
+            'Listings or polls cut short by ironic errors (after retries).',
             value=s.api_errors)
         yield core.CounterMetricFamily(
             'pxefilterd_heals',
@@ -91,12 +91,25 @@ class ServiceCollector(prometheus_client.registry.Collector):
             value=getattr(store, 'files_written', 0))
         yield core.GaugeMetricFamily(
             'pxefilterd_last_successful_sync_timestamp_seconds',
-            'Unix time of the last successful full sync (0: none yet).',
+            'Unix time of the last successful full port listing (0: none '
+            'yet).',
             value=s.last_sync)
+        yield core.GaugeMetricFamily(
+            'pxefilterd_last_contact_timestamp_seconds',
+            'Unix time of the last complete inspection poll of ironic '
+            '(0: none yet); max_stale_seconds counts from it.',
+            value=s.last_contact)
+        yield core.GaugeMetricFamily(
+            'pxefilterd_ironic_ports',
+            'Ports pxefilterd knows of in ironic.', value=s.ports)
+        yield core.GaugeMetricFamily(
+            'pxefilterd_inspected_nodes',
+            'Nodes under in-band inspection whose ports may boot.',
+            value=s.inspected)
         if self._histogram is None:
             yield core.GaugeMetricFamily(
                 'pxefilterd_sync_duration_seconds',
-                'Duration of the last successful full sync.',
+                'Duration of the last successful full port listing.',
                 value=s.last_sync_duration)
 
 
@@ -113,8 +126,8 @@ def make_registry(svc):
     if isinstance(observers, list):
         histogram = prometheus_client.Histogram(
             'pxefilterd_sync_duration_seconds',
-            'Duration of successful full syncs (ironic listing and hostsdir '
-            'writes).', buckets=SYNC_BUCKETS, registry=registry)
+            'Duration of successful full port listings of ironic.',
+            buckets=SYNC_BUCKETS, registry=registry)
         observers.append(histogram.observe)
     registry.register(ServiceCollector(svc, histogram))
     prometheus_client.ProcessCollector(registry=registry)

@@ -2,12 +2,15 @@
 
 Rules (from the dnsmasq PXE filter specification):
 
-* a port of a node under in-band inspection -> allow;
+* a node is *inspected* when ironic has it in an in-band inspection state
+  (``inspecting`` or ``inspect wait``) with an inspect interface that boots
+  a ramdisk over PXE (``Options.supported_interfaces``);
+* a port of an inspected node -> allow;
 * every other port ironic knows -> deny;
-* a MAC ironic does not know follows the *unknown* policy: allowed while some
-  node is under inspection (so that a node whose ports are not enrolled yet
-  can still boot the inspection ramdisk) or when auto-discovery is on, and
-  always denied with ``deny_unknown_macs``;
+* a MAC that ironic does not know follows the *unknown* policy: allowed while
+  some node is inspected (so that a node whose ports are not enrolled yet can
+  still boot the inspection ramdisk) or when auto-discovery is on, and always
+  denied with ``deny_unknown_macs``;
 * a MAC that has a file but is gone from ironic gets the unknown state: dnsmasq
   never forgets a record it has read, so deleting its file would keep the old
   answer; the file must say what an unknown MAC gets.
@@ -21,6 +24,9 @@ import typing
 
 from pxefilterd import macs
 
+#: ironic provision states of in-band inspection.
+INSPECTION_STATES = frozenset({'inspecting', 'inspect wait'})
+
 
 class Action(enum.Enum):
     ALLOW = 'allow'
@@ -28,21 +34,45 @@ class Action(enum.Enum):
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    """What the decision needs to know of a node in an inspection state."""
+
+    provision_state: str
+    inspect_interface: typing.Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Snapshot:
     """What ironic said, validated.
 
     :ivar ports: normalised MAC -> node UUID (None for a port with no node).
-    :ivar inspecting: UUIDs of nodes under in-band inspection.
+    :ivar nodes: node UUID -> :class:`NodeInfo` for every node ironic has in
+        an inspection state (whatever its inspect interface).
     """
 
     ports: typing.Mapping[str, typing.Optional[str]]
-    inspecting: typing.FrozenSet[str] = frozenset()
+    nodes: typing.Mapping[str, NodeInfo] = dataclasses.field(
+        default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class Options:
     deny_unknown_macs: bool = False
     auto_discovery: bool = False
+    supported_interfaces: typing.FrozenSet[str] = frozenset(
+        {'agent', 'inspector'})
+
+
+def inspected(info, options):
+    """Return whether a node in ``info`` may boot the inspection ramdisk."""
+    return (info.provision_state in INSPECTION_STATES
+            and info.inspect_interface in options.supported_interfaces)
+
+
+def inspected_nodes(snapshot, options):
+    """Return the UUIDs of the nodes whose ports are allowed."""
+    return frozenset(uuid for uuid, info in snapshot.nodes.items()
+                     if inspected(info, options))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +97,11 @@ class Desired:
         return allowed, len(self.macs) - allowed
 
 
-def unknown_action(snapshot, options):
+def unknown_action(inspected_uuids, options):
     """Return the Action for MACs ironic does not know."""
     if options.deny_unknown_macs:
         return Action.DENY
-    if options.auto_discovery or snapshot.inspecting:
+    if options.auto_discovery or inspected_uuids:
         return Action.ALLOW
     return Action.DENY
 
@@ -82,15 +112,15 @@ def decide(snapshot, options, cached=()):
     :param cached: MACs that already have a file; those ironic no longer
         knows are given the unknown state (their files cannot be deleted).
     """
-    unknown = unknown_action(snapshot, options)
+    inspected_uuids = inspected_nodes(snapshot, options)
+    unknown = unknown_action(inspected_uuids, options)
     # dict.fromkeys runs at C speed: at 100k MACs this is a few ms, which
     # keeps a sync that changes nothing far cheaper than a directory scan.
     result = dict.fromkeys(cached, unknown)
     result.update(dict.fromkeys(snapshot.ports, Action.DENY))
-    inspecting = snapshot.inspecting
-    if inspecting:
+    if inspected_uuids:
         for mac, node in snapshot.ports.items():
-            if node is not None and node in inspecting:
+            if node is not None and node in inspected_uuids:
                 result[mac] = Action.ALLOW
     return Desired(macs=result, unknown=unknown)
 

@@ -7,7 +7,7 @@
    - *server*: a minimal client (``urllib``, one request per page, the
      body read but not decoded) -- as close to ironic's own time as a
      client can get; JSON decoding is timed apart;
-   - *pxefilterd*: ``IronicSource`` (raw JSON through the openstacksdk
+   - *pxefilterd*: ``IronicClient`` (raw JSON through the openstacksdk
      connection, validated) -- the listing alone, and ``snapshot()`` (the
      listing + the two node requests of a full sync);
    - *openstacksdk objects*: ``conn.baremetal.ports(fields=..., details=
@@ -27,6 +27,7 @@ import urllib.parse
 import urllib.request
 
 from pxefilterd import ironic as ironic_mod
+from pxefilterd import policy
 from pxefilterd.bench import env
 from pxefilterd.bench import stats
 
@@ -41,7 +42,7 @@ class MinimalClient:
     """urllib, nothing else: what a request costs ironic, seen from
     outside.  Uses pxefilterd's microversion."""
 
-    def __init__(self, url, microversion=ironic_mod.MICROVERSION,
+    def __init__(self, url, microversion='%d.%d' % ironic_mod.MICROVERSION,
                  timeout=60.0):
         self.url = url.rstrip('/')
         self.headers = {'Accept': 'application/json',
@@ -100,7 +101,7 @@ def measure_listing(ironic_svc, size, reps):
     """Return the raw figures of scenario 2 for one running ironic."""
     client = MinimalClient(ironic_svc.url)
     conn = env.sdk_connection(ironic_svc.url)
-    source = ironic_mod.IronicSource(conn)
+    source = ironic_mod.IronicClient(conn)
     # warm-up: version discovery, connections, code paths
     client.list_ports()
     source.snapshot()
@@ -112,9 +113,10 @@ def measure_listing(ironic_svc, size, reps):
                      rep + 1, reps)
         run = {}
         run['server'] = client.list_ports()
-        polls = [client.node_poll(s) for s in ironic_mod.INSPECTION_STATES]
+        polls = [client.node_poll(s) for s in
+                 sorted(policy.INSPECTION_STATES)]
         run['server_polls'] = polls
-        wall, cpu, pairs = _timed(lambda: source._list_ports({}, []))
+        wall, cpu, pairs = _timed(source.all_ports)
         run['ours_listing'] = {'wall': wall, 'cpu': cpu, 'ports': len(pairs)}
         wall, cpu, snap = _timed(source.snapshot)
         run['ours_snapshot'] = {'wall': wall, 'cpu': cpu,
@@ -151,7 +153,7 @@ def listing_rows(report, size, runs):
     add(SCENARIO_LIST, label, 'server time (urllib, %d pages)' % pages,
         server, 's', note='%s; %.1f ms/page; JSON decoding %.0f ms apart'
         % (n, server / pages * 1000, decode * 1000))
-    add(SCENARIO_LIST, label, 'pxefilterd IronicSource listing', ours, 's',
+    add(SCENARIO_LIST, label, 'pxefilterd IronicClient listing', ours, 's',
         baseline=server, note='client CPU %.3f s' % ours_cpu)
     add(SCENARIO_LIST, label, 'pxefilterd overhead over server',
         overhead_pct(ours, server), '%', target=OVERHEAD_TARGET,
@@ -196,7 +198,7 @@ def measure_cost(report, ironic_svc, size, runs, polls=30):
     """Scenario 3 from the listing figures + node request times."""
     client = MinimalClient(ironic_svc.url)
     times = {s: [client.node_poll(s) for _ in range(polls)]
-             for s in ironic_mod.INSPECTION_STATES}
+             for s in sorted(policy.INSPECTION_STATES)}
     poll = stats.median([t for ts in times.values() for t in ts])
     listing = stats.median([r['server']['server'] for r in runs])
     pages = runs[0]['server']['pages']

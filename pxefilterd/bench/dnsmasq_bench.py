@@ -22,9 +22,11 @@ import os
 import signal
 import time
 
+from pxefilterd import commands
 from pxefilterd import macs as macs_mod
 from pxefilterd import policy
 from pxefilterd import service
+from pxefilterd import writer as writer_mod
 from pxefilterd.bench import env
 from pxefilterd.bench.counters import proc_cpu_seconds
 from pxefilterd.bench.prober import Prober
@@ -272,8 +274,8 @@ def burst_once(e, macs, sentinel, k, pace=None, leases=0, pace_desc='',
     state; returns a dict of figures.  dnsmasq is stopped afterwards and
     the files are put back to deny.
 
-    ``pace``: None, or a callable returning a fresh pacing callable; it is
-    made just before the first write, since the pacer's clock starts then.
+    ``pace``: None, or a callable returning a fresh writing callable (see
+    :func:`pacer`), made just before the first write.
     ``reads_at_write_end``: files dnsmasq had re-read when the writer
     finished; the rest was queued (in the kernel's inotify queue, at most
     ``max_queued_events``) or lost.
@@ -286,9 +288,11 @@ def burst_once(e, macs, sentinel, k, pace=None, leases=0, pace_desc='',
         counter = env.LogCounter(e.dm.log_path, needle, e.log_size())
         cpu0 = proc_cpu_seconds(pid)
         changes = {m: ALLOW for m in flipped}
-        pacing = pace() if pace is not None else None
         t0 = time.monotonic()
-        written = e.store.apply(changes, pace=pacing)
+        if pace is not None:
+            written = pace()(e.store, changes)
+        else:
+            written = e.store.apply(changes)
         t_written = time.monotonic()
         at_write_end = counter.poll()
         reads, t_last = _settle(counter, k, t0,
@@ -320,12 +324,27 @@ def burst_once(e, macs, sentinel, k, pace=None, leases=0, pace_desc='',
 
 
 def pacer(max_burst, burst_rate):
-    """The service's own pacing callable (Service._pacer) for these
-    settings: full speed for ``max_burst`` files, then ``burst_rate``/s."""
-    svc = service.Service(service.Settings(max_burst=max_burst,
-                                           burst_rate=burst_rate),
-                          source=None, store=None, cmds=None)
-    return svc._pacer()
+    """Return ``write(store, changes)``: the changes written the way the
+    service's writer paces them while dnsmasq runs and no reload command is
+    usable (a token bucket: ``max_burst`` at full speed, then
+    ``burst_rate``/s); returns the number written."""
+    settings = service.Settings(max_burst=max_burst, burst_rate=burst_rate)
+
+    def write(store, changes):
+        current = dict(store.current())
+        wildcard = current.pop(macs_mod.WILDCARD, policy.Action.DENY)
+        current.update(changes)
+        desired = policy.Desired(macs=current, unknown=wildcard)
+        out = writer_mod.Writer(store, commands.Command('reload', []),
+                                lambda: settings)
+        out.dnsmasq_started()
+        written = out.converge(desired, current)
+        while out.pending:
+            time.sleep(out.next_due())
+            written += out.converge(desired, current)
+        return written
+
+    return write
 
 
 def run_bursts(report, n, ks, root, leases=0, paced=None):

@@ -30,6 +30,13 @@ SCENARIO = '1 hostsdir: pxefilterd vs inspector-like baseline'
 NOOP_RUNS = 3
 
 
+def snapshot(ports, inspecting):
+    """A snapshot where ``inspecting`` are in inspect wait (agent)."""
+    waiting = policy.NodeInfo('inspect wait', 'agent')
+    return policy.Snapshot(ports=ports,
+                           nodes=dict.fromkeys(inspecting, waiting))
+
+
 class Ours:
     """pxefilterd's store driven like the service does."""
 
@@ -38,14 +45,14 @@ class Ours:
         self.store.check()
 
     def sync(self, ports, inspecting, options):
-        snapshot = policy.Snapshot(ports=ports, inspecting=inspecting)
-        desired = policy.decide(snapshot, options, self.store.cached())
+        desired = policy.decide(snapshot(ports, inspecting), options,
+                                 self.store.cached())
         return self.store.apply(policy.diff(self.store.current(), desired))
 
     def first_sync_base(self, ports, inspecting, options):
         """The service's first sync with a base file: rebase."""
-        snapshot = policy.Snapshot(ports=ports, inspecting=inspecting)
-        desired = policy.decide(snapshot, options, self.store.cached())
+        desired = policy.decide(snapshot(ports, inspecting), options,
+                                 self.store.cached())
         before = self.store.files_written
         self.store.rebase(dict(desired.macs), desired.unknown)
         return self.store.files_written - before
@@ -57,8 +64,7 @@ class Baseline:
 
     def sync(self, ports, inspecting, options):
         active = {mac for mac, node in ports.items() if node in inspecting}
-        unknown = policy.unknown_action(
-            policy.Snapshot(ports=ports, inspecting=inspecting), options)
+        unknown = policy.unknown_action(frozenset(inspecting), options)
         return self.driver.sync(ports.keys(), active,
                                 unknown is policy.Action.ALLOW)
 

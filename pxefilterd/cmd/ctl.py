@@ -285,8 +285,10 @@ def cmd_status(conf, out):
 
 def _options(conf):
     pf = conf.pxe_filter
-    return policy.Options(deny_unknown_macs=pf.deny_unknown_macs,
-                          auto_discovery=pf.auto_discovery)
+    return policy.Options(
+        deny_unknown_macs=pf.deny_unknown_macs,
+        auto_discovery=pf.auto_discovery,
+        supported_interfaces=frozenset(pf.supported_inspect_interfaces))
 
 
 def _state_name(action):
@@ -310,9 +312,9 @@ def plan(snapshot, options, current):
 
 
 def _source(conf):
-    """Return an IronicSource; raise ConfigError for bad auth options."""
+    """Return an IronicClient; raise ConfigError for bad auth options."""
     try:
-        return ironic.IronicSource.from_conf(conf)
+        return ironic.IronicClient.from_conf(conf)
     except ks_exc.AuthPluginException as exc:
         raise ConfigError(['[ironic] authentication options: %s'
                            % exc]) from exc
@@ -471,7 +473,7 @@ def environment_problems(conf):
     Checks what the configuration refers to: the hostsdir can be read and
     traversed by other users (dnsmasq), each configured command's
     executables resolve, the rootwrap filters allow the commands, and ironic
-    answers one ``inspecting()`` request within :data:`CHECK_TIMEOUT`.
+    answers one ``inspection_nodes()`` call within :data:`CHECK_TIMEOUT`.
     Never raises for a failing check.
     """
     config, env, warnings = [], [], []
@@ -542,7 +544,7 @@ def _check_ironic(conf):
     except Exception as exc:
         return 'env', 'ironic: cannot connect: %s' % (exc,)
     try:
-        source.inspecting()
+        source.inspection_nodes()
     except ironic.ApiError as exc:
         return 'env', 'ironic: not reachable: %s' % exc
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 import ctypes
 import logging
+import os
 import signal
 import sys
 import threading
@@ -47,14 +48,17 @@ def settings_from_conf(conf):
     return service.Settings(
         sync_period=pf.sync_period,
         poll_interval=pf.inspection_poll_interval,
-        options=policy.Options(deny_unknown_macs=pf.deny_unknown_macs,
-                               auto_discovery=pf.auto_discovery),
+        options=policy.Options(
+            deny_unknown_macs=pf.deny_unknown_macs,
+            auto_discovery=pf.auto_discovery,
+            supported_interfaces=frozenset(pf.supported_inspect_interfaces)),
         max_stale_seconds=pf.max_stale_seconds,
         purge=conf.dnsmasq_pxe_filter.purge_dhcp_hostsdir,
         lock_wait=conf.dnsmasq_pxe_filter.lock_wait,
         max_burst=conf.dnsmasq_pxe_filter.max_burst,
         burst_rate=conf.dnsmasq_pxe_filter.burst_rate,
-        compaction_interval=conf.dnsmasq_pxe_filter.compaction_interval * 60)
+        compaction_interval=conf.dnsmasq_pxe_filter.compaction_interval * 60,
+        port_fetches_per_poll=pf.port_fetches_per_poll)
 
 
 def build_service(conf):
@@ -67,7 +71,7 @@ def build_service(conf):
 
     return service.Service(
         settings=settings_from_conf(conf),
-        source=ironic.IronicSource.from_conf(conf),
+        client=ironic.IronicClient.from_conf(conf),
         store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None,
                                 dn.dhcp_hostsfile or None),
         cmds=commands.Commands.from_conf(conf),
@@ -158,10 +162,18 @@ def main(argv=None):
     LOG.info('pxefilterd starting: hostsdir %s, ironic %s',
              svc.store.path, CONF.ironic.endpoint_override or 'from catalog')
     try:
-        return svc.run()
+        code = svc.run()
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()
+    if svc.threads_alive():
+        # A request to ironic still holds a feed thread (up to timeout x
+        # retries).  Exit now, not when it returns; and without the
+        # interpreter's shutdown, which a daemon thread writing a log line
+        # at that moment can abort.
+        logging.shutdown()
+        os._exit(code)
+    return code
 
 
 if __name__ == '__main__':

@@ -6,16 +6,30 @@ opts = [
     cfg.StrOpt('driver', default='dnsmasq', choices=['dnsmasq', 'noop'],
                help='PXE filter driver.  "noop" disables filtering: '
                     'pxefilterd touches neither the hostsdir nor dnsmasq.'),
-    cfg.IntOpt('sync_period', default=15, min=0, max=86400, mutable=True,
-               help='Seconds between full synchronisations with the port '
-                    'list of ironic.  0 disables the periodic full sync '
-                    '(the inspection poll still runs).'),
+    cfg.IntOpt('sync_period', default=900, min=0, max=86400, mutable=True,
+               help='Seconds between full listings of every port in '
+                    'ironic.  The inspection poll and the change feeds '
+                    'apply nearly every change within seconds; the full '
+                    'listing is the backstop for what leaves no trace in '
+                    'them: ports and nodes deleted while not inspected '
+                    '(their MACs stay denied until it runs).  Each listing '
+                    'costs ironic about 0.25 s of server time per 1000 '
+                    'ports.  0 disables it after the first one.'),
     cfg.FloatOpt('inspection_poll_interval', default=1.0, min=0.0,
                  max=3600.0, mutable=True,
-                 help='Seconds between the light polls of the nodes under '
-                      'inspection (two small filtered requests); a change '
-                      'is applied at once, without waiting for the full '
-                      'sync.  0 disables the poll.'),
+                 help='Seconds between inspection polls (the nodes in '
+                      'inspecting and inspect wait) and, while a node is '
+                      'inspected or auto_discovery is on, reads of the '
+                      'change feeds (the newest ports, the latest port '
+                      'updates).  0 disables the poll.'),
+    cfg.IntOpt('port_fetches_per_poll', default=10, min=0, max=10000,
+               mutable=True,
+               help='Most per-node port listings per inspection poll: for '
+                    'nodes that left inspection (to notice a deleted '
+                    'node) and, with deny_unknown_macs, for the inspected '
+                    'nodes in turn (to notice a port deleted from one).  '
+                    'On SQLite each costs ironic a scan of its port table '
+                    '(about 25 ms at 100k ports).'),
     cfg.BoolOpt('deny_unknown_macs', default=False, mutable=True,
                 help='Deny MACs that ironic does not know, even while a '
                      'node is being inspected.'),

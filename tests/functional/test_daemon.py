@@ -24,8 +24,8 @@ A1, B1 = '52:54:00:00:00:a1', '52:54:00:00:00:b1'
 @pytest.fixture
 def fake():
     f = FakeIronic().start()
-    f.ports.update({A1: 'node-a', B1: 'node-b'})
-    f.nodes['node-a'] = ('manageable', 'agent')
+    f.add_port(f.add_node(), A1)
+    f.add_port(f.add_node(), B1)
     yield f
     f.stop()
 

@@ -45,8 +45,11 @@ def tiny(tmp_path):
 @pytest.fixture
 def fake():
     f = FakeIronic().start()
+    f.node_ids = []
     for i in range(40):
-        f.ports['52:54:00:00:00:%02x' % i] = 'node-%d' % i
+        node = f.add_node()
+        f.add_port(node, '52:54:00:00:00:%02x' % i)
+        f.node_ids.append(node)
     yield f
     f.stop()
 
@@ -82,7 +85,7 @@ def test_enospc_no_partial_file_and_recovery(tiny, fake):
             pass
         finally:
             os.close(fd)
-        fake.nodes['node-3'] = ('inspect wait', 'agent')
+        fake.set_node(fake.node_ids[3], provision_state='inspect wait')
         wait_for(lambda: d.output().count('No space left') >= 2,
                  what='ENOSPC while running')
         check_files(d.hostsdir)
@@ -108,7 +111,7 @@ def test_read_only_hostsdir_fails_closed(tiny, fake):
         subprocess.run(['mount', '--bind', str(tiny), str(tiny)],
                        check=True, timeout=10)
         remount(tiny, 'bind,ro')
-        fake.nodes['node-3'] = ('inspect wait', 'agent')
+        fake.set_node(fake.node_ids[3], provision_state='inspect wait')
         assert d.proc.wait(20) == 1
         assert not d.dnsmasq_running()
         assert 'Read-only file system' in d.output()
@@ -126,7 +129,7 @@ def test_vanished_hostsdir_fails_closed(tmp_path, fake):
         # one atomic step: a loop of unlinks would race with the healing
         os.rename(d.hostsdir, tmp_path / 'gone')
         started = time.monotonic()
-        fake.nodes['node-3'] = ('inspect wait', 'agent')
+        fake.set_node(fake.node_ids[3], provision_state='inspect wait')
         assert d.proc.wait(20) == 1
         assert time.monotonic() - started < 20
         assert not d.dnsmasq_running()

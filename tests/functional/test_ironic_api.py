@@ -1,93 +1,126 @@
-"""IronicSource against a fake ironic over real HTTP on 127.0.0.1."""
+"""IronicClient against the fake ironic over real HTTP on 127.0.0.1."""
 
 import time
 
-from oslo_config import cfg
 import pytest
 
-from pxefilterd import conf as pxf_conf
 from pxefilterd import ironic
+from pxefilterd import policy
 from tests.fake_ironic import FakeIronic
 
 
 @pytest.fixture
 def fake():
     f = FakeIronic().start()
+    f.node_ids = [f.add_node() for _ in range(10)]
     for i in range(2500):
-        f.ports['52:54:00:00:%02x:%02x' % (i // 256, i % 256)] = \
-            'node-%d' % (i % 10)
-    f.nodes['node-1'] = ('inspect wait', 'agent')
-    f.nodes['node-2'] = ('inspecting', 'inspector')
-    f.nodes['node-3'] = ('inspecting', 'redfish')   # out-of-band: no PXE
-    f.nodes['node-4'] = ('manageable', 'agent')
+        f.add_port(f.node_ids[i % 10],
+                   '52:54:00:00:%02x:%02x' % (i // 256, i % 256))
+    f.set_node(f.node_ids[1], provision_state='inspect wait')
+    f.set_node(f.node_ids[2], provision_state='inspecting',
+               inspect_interface='inspector')
+    f.set_node(f.node_ids[3], provision_state='inspecting',
+               inspect_interface='redfish')
     yield f
     f.stop()
 
 
 @pytest.fixture
-def source(fake, tmp_path):
-    conf = cfg.ConfigOpts()
-    pxf_conf.register_opts(conf)
-    path = tmp_path / 'pxefilterd.conf'
-    path.write_text('[ironic]\nauth_type = none\nendpoint_override = %s\n'
-                    'timeout = 0.5\napi_retries = 1\n'
-                    'api_retry_interval = 0.01\n' % fake.url)
-    conf(['--config-file', str(path)], project='pxefilterd')
-    return ironic.IronicSource.from_conf(conf)
+def client(fake):
+    return fake.client(timeout=0.5, retries=1)
 
 
-def test_snapshot_pages_and_filters(fake, source):
-    snap = source.snapshot()
+def test_snapshot_pages_and_filters(fake, client):
+    snap = client.snapshot()
     assert len(snap.ports) == 2500
-    assert snap.ports['52:54:00:00:00:01'] == 'node-1'
-    assert snap.inspecting == {'node-1', 'node-2'}
+    assert snap.ports['52:54:00:00:00:01'] == fake.node_ids[1]
+    assert policy.inspected_nodes(snap, policy.Options()) == {
+        fake.node_ids[1], fake.node_ids[2]}
     port_requests = [q for p, q in fake.requests if p == '/v1/ports']
-    # one listing per sync: three pages of 1000, only the fields needed
+    # every page of 1000, then the empty page a full last page leads to
     assert len(port_requests) == 3
-    assert all(q['fields'] == 'address,node_uuid' for q in port_requests)
+    assert all(q['fields'] == 'uuid,address,node_uuid'
+               for q in port_requests)
 
 
-def test_garbage_entries_are_skipped_rest_used(fake, source, caplog):
+def test_every_page_of_inspecting_nodes(fake, client):
+    fake.max_limit = 3
+    for node in fake.node_ids:
+        fake.set_node(node, provision_state='inspect wait')
+    assert set(client.inspection_nodes()) == set(fake.node_ids)
+    node_requests = [q for p, q in fake.requests if p == '/v1/nodes']
+    assert len(node_requests) == 4 + 1      # 4 pages of inspect wait + 1
+
+
+def test_inspect_wait_is_asked_for_by_its_name(fake, client):
+    nodes = client.inspection_nodes()
+    assert nodes[fake.node_ids[1]].provision_state == 'inspect wait'
+
+
+def test_garbage_entries_are_skipped_rest_used(fake, client, caplog):
     fake.mode = 'garbage'
-    snap = source.snapshot()
+    snap = client.snapshot()
     assert len(snap.ports) == 2500
-    assert snap.inspecting == {'node-1', 'node-2'}
-    assert source.last_skipped > 0
+    assert fake.node_ids[1] in snap.nodes
     assert '52:54:00:de:ad:01' not in snap.ports
     assert 'invalid MAC address' in caplog.text
 
 
 @pytest.mark.parametrize('mode', ['500', 'badjson', 'missing'])
-def test_broken_answers_raise_api_error_after_retries(fake, source, mode):
+def test_broken_answers_raise_api_error_after_retries(fake, client, mode):
     fake.mode = mode
     fake.requests.clear()
     with pytest.raises(ironic.ApiError):
-        source.snapshot()
+        client.snapshot()
     assert len([p for p, q in fake.requests if p == '/v1/ports']) == 2
 
 
-def test_slow_ironic_hits_the_request_timeout(fake, source):
+def test_slow_ironic_hits_the_request_timeout(fake, client):
+    client.inspection_nodes()      # version discovery done
     fake.mode, fake.delay = 'slow', 3.0
     started = time.monotonic()
     with pytest.raises(ironic.ApiError, match='timed out'):
-        source.inspecting()
+        client.inspection_nodes()
     # two attempts of 0.5 s each, not 2 x 3 s
     assert time.monotonic() - started < 2.9
 
 
-def test_ports_of_nodes(fake, source):
-    found = source.ports_of({'node-1'})
+def test_ports_of_a_node(fake, client):
+    found = client.ports_of(fake.node_ids[1])
     assert len(found) == 250
-    assert set(found.values()) == {'node-1'}
+    assert {node for _, node in found.values()} == {fake.node_ids[1]}
 
 
-def test_unreachable_ironic_is_an_api_error(tmp_path):
-    conf = cfg.ConfigOpts()
-    pxf_conf.register_opts(conf)
-    path = tmp_path / 'pxefilterd.conf'
-    path.write_text('[ironic]\nauth_type = none\n'
-                    'endpoint_override = http://127.0.0.1:9\n'
-                    'timeout = 0.5\napi_retries = 0\n')
-    conf(['--config-file', str(path)], project='pxefilterd')
+def test_ports_of_a_deleted_node_say_it_is_gone(fake, client):
+    node = fake.node_ids[4]
+    fake.delete_node(node)
+    fake.requests.clear()
+    with pytest.raises(ironic.NodeGone) as info:
+        client.ports_of(node)
+    assert info.value.node == node
+    # a 404 is an answer: no retry
+    assert len([p for p, q in fake.requests if p == '/v1/ports']) == 1
+
+
+def test_a_marker_deleted_mid_listing_goes_back_a_page(fake, client):
+    fake.max_limit = 1000
+    pages = client.pages('/ports', {'fields': 'uuid'})
+    first = next(pages)
+    fake.delete_port(first['ports'][-1]['uuid'])
+    rest = list(pages)
+    seen = {p['uuid'] for body in [first] + rest for p in body['ports']}
+    assert len(seen) == 2500
+
+
+def test_older_ironic_is_a_clear_version_error(fake):
+    fake.max_version = (1, 38)
+    client = fake.client()
+    with pytest.raises(ironic.VersionError,
+                       match=r'up to 1\.38; pxefilterd needs 1\.39'):
+        client.inspection_nodes()
+
+
+def test_unreachable_ironic_is_an_api_error():
+    client = FakeIronic().client()     # never started: connection refused
     with pytest.raises(ironic.ApiError):
-        ironic.IronicSource.from_conf(conf).snapshot()
+        client.snapshot()

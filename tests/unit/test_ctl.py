@@ -1,12 +1,10 @@
 """pxefilterd-ctl: status, sync --once [--dry-run], check-config."""
 
-import http.server
 import io
 import json
 import os
 import pathlib
 import stat
-import threading
 
 import pytest
 
@@ -14,6 +12,7 @@ from pxefilterd.cmd import ctl
 from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd.policy import Snapshot
+from tests.fake_ironic import FakeIronic
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 M1, M2, M3, M4 = ('52:54:00:00:00:01', '52:54:00:00:00:02',
@@ -67,24 +66,24 @@ class FakeSource:
             raise self._error
         return self._snapshot
 
-    def inspecting(self):
-        self.calls.append('inspecting')
+    def inspection_nodes(self):
+        self.calls.append('inspection_nodes')
         if self._error:
             raise self._error
-        return self._snapshot.inspecting
+        return self._snapshot.nodes
 
 
 @pytest.fixture
 def fake_source(monkeypatch):
     holder = {'source': FakeSource(Snapshot(
-        ports={M1: 'n1', M2: 'n2', M4: 'n1'}, inspecting=frozenset())),
+        ports={M1: 'n1', M2: 'n2', M4: 'n1'})),
         'confs': []}
 
     def from_conf(conf):
         holder['confs'].append(conf)
         return holder['source']
 
-    monkeypatch.setattr(ironic.IronicSource, 'from_conf',
+    monkeypatch.setattr(ironic.IronicClient, 'from_conf',
                         staticmethod(from_conf))
     return holder
 
@@ -298,7 +297,7 @@ def test_check_config_good(tmp_path, hdir, fake_source):
                     'check-config')
     assert code == 0, out
     assert out.endswith('configuration OK\n')
-    assert fake_source['source'].calls == ['inspecting']
+    assert fake_source['source'].calls == ['inspection_nodes']
     # a short timeout and no retries for the ironic probe
     conf = fake_source['confs'][0]
     assert conf.ironic.timeout <= ctl.CHECK_TIMEOUT
@@ -423,51 +422,17 @@ def test_check_config_command_refused_by_the_filters_is_1(
         'filter in %s' % (REPO / 'rootwrap.d')]
 
 
-# -- against a (fake) ironic HTTP API, through the real IronicSource --------
-
-class _FakeIronic(http.server.BaseHTTPRequestHandler):
-    ports = [{'address': M1.upper(), 'node_uuid': 'n1'},
-             {'address': M2, 'node_uuid': 'n2'}]
-    nodes = [{'uuid': 'n1', 'provision_state': 'inspect wait',
-              'inspect_interface': 'agent'}]
-
-    def do_GET(self):
-        path = self.path.split('?')[0].rstrip('/')
-        version = {'id': 'v1', 'status': 'CURRENT', 'version': '1.80',
-                   'min_version': '1.1', 'links': [
-                       {'rel': 'self', 'href': 'http://%s:%d/v1/'
-                        % self.server.server_address}]}
-        if path == '':
-            body = {'versions': [version], 'default_version': version}
-        elif path == '/v1':
-            body = {'id': 'v1', 'version': version}
-        elif path == '/v1/ports':
-            body = {'ports': self.ports}
-        elif path == '/v1/nodes':
-            state = 'inspect+wait' in self.path
-            body = {'nodes': self.nodes if state else []}
-        else:
-            self.send_error(404)
-            return
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header('Content-Type', 'application/json')
-        self.send_header('Content-Length', str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
+# -- against the fake ironic HTTP API, through the real IronicClient ---------
 
 @pytest.fixture
 def ironic_url():
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), _FakeIronic)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield 'http://127.0.0.1:%d' % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    fake = FakeIronic().start()
+    n1 = fake.add_node('inspect wait')
+    n2 = fake.add_node()
+    fake.add_port(n1, M1.upper())
+    fake.add_port(n2, M2)
+    yield fake.url
+    fake.stop()
 
 
 def test_real_source_dry_run_and_check_config(tmp_path, hdir, ironic_url):

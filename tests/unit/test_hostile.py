@@ -19,6 +19,7 @@ from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
 from pxefilterd import policy
+from pxefilterd import view
 
 HEX = '0123456789abcdefABCDEF'
 octet = st.text(alphabet=HEX, min_size=2, max_size=2)
@@ -43,11 +44,20 @@ hostile_address = st.one_of(
     st.text(alphabet=string.printable + '\x00é', max_size=40),
 )
 
+NODES = ['aaaaaaaa-0000-4000-8000-00000000000%d' % i for i in (1, 2, 3)]
+PORTS = ['bbbbbbbb-0000-4000-8000-00000000000%d' % i for i in range(8)]
+hostile_uuid = st.one_of(
+    st.sampled_from(PORTS), st.none(), st.integers(), st.text(max_size=40),
+    st.sampled_from([PORTS[0].upper(), PORTS[0] + '\n', '../' + PORTS[0],
+                     PORTS[0][:-1]]))
+
 port_entry = st.one_of(
-    st.fixed_dictionaries({'address': hostile_address,
+    st.fixed_dictionaries({'uuid': hostile_uuid,
+                           'address': hostile_address,
                            'node_uuid': st.one_of(
-                               st.none(), st.sampled_from(['n1', 'n2', 'n3']),
-                               st.integers(), st.text(max_size=5))}),
+                               st.none(), st.sampled_from(NODES),
+                               st.integers(), st.text(max_size=5),
+                               st.just(NODES[0].upper()))}),
     st.none(), st.integers(), st.text(max_size=5),
     st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
 )
@@ -72,17 +82,18 @@ def check_directory(parent, store):
 @given(st.lists(port_entry, max_size=12))
 def test_parse_ports_never_lets_garbage_through(entries):
     skipped = []
-    pairs = list(ironic.parse_ports({'ports': entries}, skipped))
-    for mac, node in pairs:
+    parsed = list(ironic.parse_ports({'ports': entries}, skipped))
+    for uuid, mac, node, _ in parsed:
+        assert ironic.valid_uuid(uuid) == uuid
         assert macs.normalize_mac(mac) == mac
-        assert node is None or isinstance(node, str)
-    assert len(pairs) + len(skipped) == len(entries)
+        assert node is None or ironic.valid_uuid(node) == node
+    assert len(parsed) + len(skipped) == len(entries)
 
 
 @settings(max_examples=5000, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(port_entry, max_size=8),
-       st.frozensets(st.sampled_from(['n1', 'n2', 'n3'])),
+       st.frozensets(st.sampled_from(NODES)),
        st.booleans(), st.booleans())
 def test_api_to_disk_invariants(entries, inspecting, deny_unknown, auto):
     parent = tempfile.mkdtemp()
@@ -91,9 +102,13 @@ def test_api_to_disk_invariants(entries, inspecting, deny_unknown, auto):
         os.mkdir(store.path)
         store.lock()
         skipped = []
-        ports = ironic.merge_ports(
-            ironic.parse_ports({'ports': entries}, skipped), skipped)
-        snap = policy.Snapshot(ports, frozenset(inspecting))
+        ironic_view = view.IronicView()
+        ironic_view.apply(view.Listing(0, {
+            uuid: (mac, node) for uuid, mac, node, _
+            in ironic.parse_ports({'ports': entries}, skipped)}))
+        ironic_view.apply(view.Inspection(1, dict.fromkeys(
+            inspecting, policy.NodeInfo('inspect wait', 'agent'))))
+        snap = ironic_view.snapshot()
         opts = policy.Options(deny_unknown_macs=deny_unknown,
                               auto_discovery=auto and not deny_unknown)
         desired = policy.decide(snap, opts, store.cached())

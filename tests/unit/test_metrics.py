@@ -35,7 +35,9 @@ def fake_service(with_hook=False):
     stats = service.Stats(allowed=2, denied=40, unknown='allow',
                           last_sync=1700000000.5, last_sync_duration=0.25,
                           syncs=12, api_errors=3, heals=1,
-                          dnsmasq_running=True, failed_closed=False)
+                          dnsmasq_running=True, failed_closed=False,
+                          last_contact=1700000001.0, ports=1234,
+                          inspected=5)
     svc = types.SimpleNamespace(stats=stats,
                                 store=types.SimpleNamespace(files_written=57))
     if with_hook:
@@ -96,6 +98,10 @@ def test_scrape_every_metric(serve):
     assert samples[
         'pxefilterd_last_successful_sync_timestamp_seconds'] == 1700000000.5
     assert samples['pxefilterd_sync_duration_seconds'] == 0.25
+    assert samples['pxefilterd_last_contact_timestamp_seconds'] == \
+        1700000001.0
+    assert samples['pxefilterd_ironic_ports'] == 1234
+    assert samples['pxefilterd_inspected_nodes'] == 5
     assert types_['pxefilterd_syncs'] == 'counter'
     assert types_['pxefilterd_macs'] == 'gauge'
     assert types_['pxefilterd_sync_duration_seconds'] == 'gauge'
@@ -144,5 +150,6 @@ def test_every_stats_field_is_exported():
     # A new Stats field must be added to the collector (or here, on purpose).
     exported = {'allowed', 'denied', 'unknown', 'last_sync',
                 'last_sync_duration', 'syncs', 'api_errors', 'heals',
-                'dnsmasq_running', 'failed_closed'}
+                'dnsmasq_running', 'failed_closed', 'last_contact', 'ports',
+                'inspected'}
     assert {f.name for f in dataclasses.fields(service.Stats)} == exported

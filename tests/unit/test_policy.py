@@ -10,10 +10,13 @@ A1, A2, B1, GONE = ('52:54:00:00:00:a1', '52:54:00:00:00:a2',
                     '52:54:00:00:00:b1', '52:54:00:00:00:ff')
 
 
-def snap(inspecting=()):
+WAIT = policy.NodeInfo('inspect wait', 'agent')
+
+
+def snap(inspecting=(), info=WAIT):
     return policy.Snapshot(ports={A1: 'node-a', A2: 'node-a', B1: 'node-b',
                                   '52:54:00:00:00:c1': None},
-                           inspecting=frozenset(inspecting))
+                           nodes=dict.fromkeys(inspecting, info))
 
 
 @pytest.mark.parametrize('inspecting,deny_unknown,auto,expected', [
@@ -92,3 +95,32 @@ def test_diff_only_changes():
 def test_diff_from_empty_writes_everything():
     desired = policy.decide(snap(), policy.Options())
     assert len(policy.diff({}, desired)) == 1 + len(desired.macs)
+
+
+@pytest.mark.parametrize('state,interface,allowed', [
+    ('inspect wait', 'agent', True),
+    ('inspecting', 'agent', True),
+    ('inspecting', 'inspector', True),
+    ('inspect wait', 'redfish', False),     # out-of-band: no PXE
+    ('inspect wait', 'fake', False),
+    ('inspect wait', None, False),
+    ('manageable', 'agent', False),
+    ('inspect failed', 'agent', False),
+])
+def test_only_in_band_inspection_states_and_interfaces_boot(
+        state, interface, allowed):
+    desired = policy.decide(snap(['node-a'], policy.NodeInfo(state,
+                                                             interface)),
+                            policy.Options())
+    want = Action.ALLOW if allowed else Action.DENY
+    assert desired.macs[A1] is want
+    # a node that may not boot does not open the door to unknown MACs
+    assert desired.unknown is want
+
+
+def test_supported_interfaces_are_an_option():
+    options = policy.Options(supported_interfaces=frozenset({'redfish'}))
+    info = policy.NodeInfo('inspect wait', 'redfish')
+    assert policy.decide(snap(['node-a'], info), options).macs[A1] is \
+        Action.ALLOW
+    assert policy.decide(snap(['node-a']), options).macs[A1] is Action.DENY

@@ -1,0 +1,299 @@
+"""What pxefilterd knows of ironic: a plain object, changed by events.
+
+Each source of truth has one event type and one operation:
+
+=================  =====================================================
+event              what it says
+=================  =====================================================
+:class:`Listing`   every port ironic has (the full listing, a backstop)
+:class:`Inspection`  every node in an inspection state (the poll)
+:class:`NodePorts` every port of one node (a per-node fetch)
+:class:`PortChanges`  some ports as they are now (the change feeds)
+:class:`NodeGone`  a node does not exist any more (a 404)
+=================  =====================================================
+
+Every event carries ``seq``: a number taken from one counter when its
+request was *sent*, so a higher ``seq`` means fresher information.  The
+rules that keep the view consistent although the sources overlap and
+arrive out of order:
+
+* a full listing is read page by page over seconds (23 s at 100k ports);
+  whatever a newer event said about a port or a node after the listing
+  started wins over the listing's pages;
+* port events older than the last adopted listing are dropped (every page
+  of the listing was read after them);
+* an inspection answer older than the one adopted is dropped;
+* ironic keeps MAC addresses unique: the newest port seen with a MAC owns
+  it, and an older port claiming the same MAC is forgotten.
+
+Nothing here does I/O; :meth:`IronicView.snapshot` feeds
+:func:`pxefilterd.policy.decide`.
+"""
+
+import dataclasses
+import typing
+
+from pxefilterd import policy
+
+#: port UUID -> (normalised MAC, node UUID or None)
+Ports = typing.Dict[str, typing.Tuple[str, typing.Optional[str]]]
+
+
+@dataclasses.dataclass
+class Listing:
+    """Every port, read page by page.
+
+    :ivar seq: taken when the listing started.
+    :ivar ports: the ports, in listing order.
+    :ivar pages: ``[(items so far, seq)]``: after each page, how many
+        items ``ports`` held, and the ``seq`` taken when that page was
+        asked for.
+    :ivar end: the ``seq`` of the last page (taken when it was asked for:
+        its content is at least that fresh, and may be fresher).
+    """
+
+    seq: int
+    ports: Ports
+    pages: typing.List[typing.Tuple[int, int]] = None
+    end: int = None
+
+    def __post_init__(self):
+        if self.pages is None:    # one page, read at once
+            self.pages = [(len(self.ports), self.seq)]
+        if self.end is None:
+            self.end = self.pages[-1][1] if self.pages else self.seq
+
+
+@dataclasses.dataclass
+class Inspection:
+    seq: int
+    nodes: typing.Dict[str, policy.NodeInfo]
+
+
+@dataclasses.dataclass
+class NodePorts:
+    seq: int
+    node: str
+    ports: Ports
+
+
+@dataclasses.dataclass
+class PortChanges:
+    seq: int
+    ports: Ports
+
+
+@dataclasses.dataclass
+class NodeGone:
+    seq: int
+    node: str
+
+
+class IronicView:
+    """Ports and inspected nodes, as the events have described them.
+
+    :ivar macs: MAC -> node UUID (or None), for every known port; the
+        mapping :func:`policy.decide` reads.
+    :ivar nodes: node UUID -> :class:`policy.NodeInfo` for the nodes the
+        last inspection answer listed.
+    :ivar listed: a full listing has been adopted.
+    :ivar answered: an inspection answer has been adopted.
+    :ivar changes: count of effective changes (a cheap "did anything
+        happen" for callers).
+    """
+
+    def __init__(self):
+        self.ports = {}       # port UUID -> (mac, node)
+        self.macs = {}        # mac -> node
+        self.nodes = {}
+        self.listed = False
+        self.answered = False
+        self.changes = 0
+        self._owner = {}      # mac -> port UUID
+        self._by_node = {}    # node -> set of port UUIDs
+        self._listing_seq = -1
+        self._answer_seq = -1
+        # What events said since the last listing started, for the merge.
+        self._touched = {}    # port UUID -> seq
+        self._gone = {}       # node -> seq
+
+    @property
+    def complete(self):
+        """True once both a listing and an inspection answer are in."""
+        return self.listed and self.answered
+
+    def snapshot(self):
+        """Return a :class:`policy.Snapshot` sharing this view's mappings
+        (valid until the next event is applied)."""
+        return policy.Snapshot(ports=self.macs, nodes=self.nodes)
+
+    def ports_of(self, node):
+        """Return ``{port UUID: (mac, node)}`` of ``node``."""
+        return {uuid: self.ports[uuid] for uuid in self._by_node.get(node, ())}
+
+    def apply(self, event):
+        """Apply one event; return True if the view changed."""
+        before = self.changes
+        if isinstance(event, Listing):
+            self.adopt_listing(event)
+        elif isinstance(event, Inspection):
+            self.inspection(event.seq, event.nodes)
+        elif isinstance(event, NodePorts):
+            self.node_ports(event.seq, event.node, event.ports)
+        elif isinstance(event, PortChanges):
+            self.port_changes(event.seq, event.ports)
+        elif isinstance(event, NodeGone):
+            self.node_gone(event.seq, event.node)
+        else:
+            raise TypeError('not a view event: %r' % (event,))
+        return self.changes != before
+
+    # -- operations -----------------------------------------------------
+
+    def adopt_listing(self, listing):
+        """Replace every port by a full listing.
+
+        The listing's pages were read over time; for each port the fresher
+        of two facts wins: the page that listed it, or the last event that
+        touched it.  A port an event touched but the listing does not hold
+        is dropped only if the event came before the last page was asked
+        for: a port that still existed when that page was read would be in
+        a page (the pages are read in id order and new ports have the
+        highest ids), so it has been deleted.  Otherwise it is kept: it
+        may have been created after the last page was read.
+        """
+        if listing.seq < self._listing_seq:
+            return
+        late = {u: s for u, s in self._touched.items() if s > listing.seq}
+        gone = {n: s for n, s in self._gone.items() if s > listing.seq}
+        late_macs = {self.ports[u][0]: s for u, s in late.items()
+                     if u in self.ports}
+        ports = {}
+        lost_claims = set()
+        boundaries = iter(listing.pages)
+        limit, page_seq = next(boundaries, (0, listing.seq))
+        for index, (uuid, (mac, node)) in enumerate(listing.ports.items()):
+            while index >= limit:
+                limit, page_seq = next(boundaries, (float('inf'),
+                                                    listing.end))
+            if late.get(uuid, -1) > page_seq:
+                continue              # an event said more recently
+            late.pop(uuid, None)      # the page said more recently
+            if gone.get(node, -1) > page_seq:
+                continue              # deleted with its node since
+            if -1 < late_macs.get(mac, -1) < page_seq:
+                # an event gave this MAC to another port, but this page
+                # is fresher: that port has moved on since
+                lost_claims.add(mac)
+            ports[uuid] = (mac, node)
+        for uuid, s in late.items():
+            if uuid not in self.ports:
+                continue
+            if uuid not in listing.ports and s <= listing.end:
+                continue              # deleted before the last page
+            if self.ports[uuid][0] in lost_claims:
+                continue
+            ports[uuid] = self.ports[uuid]
+        # Events' ports come last: of two ports with one MAC, the later
+        # one wins (see _rebuild), and an event fresher than the page of
+        # the other port is the truth.
+        self._rebuild(ports)
+        self._listing_seq = listing.seq
+        self.listed = True
+        self.changes += 1
+        for journal in (self._touched, self._gone):
+            for key in [k for k, s in journal.items() if s <= listing.seq]:
+                del journal[key]
+
+    def inspection(self, seq, nodes):
+        """Replace the nodes in an inspection state by a poll's answer."""
+        if seq < self._answer_seq:
+            return
+        self._answer_seq = seq
+        self.answered = True
+        nodes = {uuid: info for uuid, info in nodes.items()
+                 if self._gone.get(uuid, -1) < seq}
+        if nodes != self.nodes:
+            self.nodes = nodes
+            self.changes += 1
+
+    def node_ports(self, seq, node, ports):
+        """Replace the ports of ``node`` by a fetch of them."""
+        if seq < self._listing_seq or self._gone.get(node, -1) > seq:
+            return
+        for uuid in list(self._by_node.get(node, ())):
+            if uuid not in ports:
+                self._remove(uuid, seq)
+        for uuid, (mac, owner) in ports.items():
+            if owner == node:
+                self._upsert(uuid, mac, owner, seq)
+
+    def port_changes(self, seq, ports):
+        """Apply ports as a change feed saw them."""
+        if seq < self._listing_seq:
+            return
+        for uuid, (mac, node) in ports.items():
+            if node is not None and self._gone.get(node, -1) > seq:
+                continue
+            self._upsert(uuid, mac, node, seq)
+
+    def node_gone(self, seq, node):
+        """Forget ``node`` and its ports: ironic said it does not exist."""
+        self._gone[node] = max(seq, self._gone.get(node, -1))
+        for uuid in list(self._by_node.get(node, ())):
+            self._remove(uuid, seq)
+        if self.nodes.pop(node, None) is not None:
+            self.changes += 1
+
+    # -- internals ------------------------------------------------------
+
+    def _link(self, uuid, mac, node):
+        self.ports[uuid] = (mac, node)
+        self.macs[mac] = node
+        self._owner[mac] = uuid
+        self._by_node.setdefault(node, set()).add(uuid)
+
+    def _unlink(self, uuid):
+        mac, node = self.ports.pop(uuid)
+        if self._owner.get(mac) == uuid:
+            del self._owner[mac]
+            del self.macs[mac]
+        members = self._by_node.get(node)
+        if members is not None:
+            members.discard(uuid)
+            if not members:
+                del self._by_node[node]
+
+    def _upsert(self, uuid, mac, node, seq):
+        if self.ports.get(uuid) == (mac, node):
+            return
+        if uuid in self.ports:
+            self._unlink(uuid)
+        other = self._owner.get(mac)
+        if other is not None:
+            # The MAC moved to this port: the other one was deleted or
+            # readdressed, and ironic allows a MAC on one port only.
+            self._unlink(other)
+            self._touched[other] = seq
+        self._link(uuid, mac, node)
+        self._touched[uuid] = seq
+        self.changes += 1
+
+    def _remove(self, uuid, seq):
+        if uuid in self.ports:
+            self._unlink(uuid)
+            self.changes += 1
+        self._touched[uuid] = seq
+
+    def _rebuild(self, ports):
+        """Make ``ports`` the whole view; of two ports holding one MAC the
+        later one wins (pages are read in creation order)."""
+        self.ports = {}
+        self.macs = {}
+        self._owner = {}
+        self._by_node = {}
+        for uuid, (mac, node) in ports.items():
+            other = self._owner.get(mac)
+            if other is not None:
+                self._unlink(other)
+            self._link(uuid, mac, node)

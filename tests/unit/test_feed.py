@@ -1,0 +1,318 @@
+"""The ironic threads' cycles, driven one at a time against the fake ironic
+(over HTTP, through the real client), and applied to a real view."""
+
+import threading
+
+import pytest
+
+from pxefilterd import feed
+from pxefilterd import ironic
+from pxefilterd import policy
+from pxefilterd import service
+from pxefilterd import view as view_mod
+from tests.fake_ironic import FakeIronic
+
+
+@pytest.fixture
+def fake():
+    f = FakeIronic(max_limit=1000).start()
+    yield f
+    f.stop()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class Rig:
+    """A poller and a lister on one fake, with a view they feed."""
+
+    def __init__(self, fake, **settings):
+        self.fake = fake
+        self.settings = service.Settings(**settings)
+        self.client = fake.client()
+        self.seq = feed.Sequence()
+        self.clock = Clock()
+        self.view = view_mod.IronicView()
+        self.batches = []
+        self.listings_requested = 0
+        self.poller = feed.Poller(self.client, self.batches.append,
+                                  lambda: self.settings, self.seq,
+                                  self.clock, request_listing=self._ask)
+        self.lister = feed.Lister(self.client, self.batches.append,
+                                  lambda: self.settings, self.seq,
+                                  self.clock)
+
+    def _ask(self):
+        self.listings_requested += 1
+
+    def poll(self):
+        events = []
+        self.poller.cycle(events)
+        for event in events:
+            self.view.apply(event)
+        return events
+
+    def list(self):
+        events = []
+        self.lister.cycle(events)
+        for event in events:
+            self.view.apply(event)
+
+    def allowed(self):
+        desired = policy.decide(self.view.snapshot(), self.settings.options)
+        return {m for m, a in desired.macs.items()
+                if a is policy.Action.ALLOW}, desired.unknown
+
+
+def mac(i):
+    return '52:54:00:00:%02x:%02x' % divmod(i, 256)
+
+
+def enroll(fake, count, state='manageable'):
+    nodes = []
+    for i in range(count):
+        node = fake.add_node(state)
+        port = fake.add_port(node, mac(i))
+        nodes.append((node, port, mac(i)))
+    return nodes
+
+
+def kinds(events):
+    return [type(e).__name__ for e in events]
+
+
+def test_first_cycle_needs_no_per_node_fetch(fake):
+    nodes = enroll(fake, 3, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    events = rig.poll()
+    assert kinds(events)[0] == 'Inspection'
+    assert 'NodePorts' not in kinds(events)
+    assert rig.allowed()[0] == {m for _, _, m in nodes}
+
+
+def test_node_deleted_mid_inspection_is_gone_not_an_error(fake):
+    (a, _, ma), (b, _, mb) = enroll(fake, 2)
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed() == ({ma}, policy.Action.ALLOW)
+    fake.delete_node(a)
+    events = rig.poll()
+    assert 'NodeGone' in kinds(events)
+    assert ma not in rig.view.macs
+    assert rig.allowed() == (set(), policy.Action.DENY)
+    # and the next inspection is seen: nothing wedged
+    fake.set_node(b, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed() == ({mb}, policy.Action.ALLOW)
+
+
+def test_every_page_of_inspecting_nodes(fake):
+    fake.max_limit = 7
+    nodes = enroll(fake, 30, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    assert len(rig.view.nodes) == 30
+    assert rig.allowed()[0] == {m for _, _, m in nodes}
+
+
+def test_new_port_on_another_node_is_seen_by_the_feed(fake):
+    (a, _, ma), (b, _, mb) = enroll(fake, 2)
+    rig = Rig(fake)
+    rig.list()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    new = fake.add_port(b, mac(99))
+    rig.poll()
+    assert rig.view.ports[new] == (mac(99), b)
+    assert mac(99) not in rig.allowed()[0]
+
+
+def test_address_change_is_seen_by_the_feed(fake):
+    (a, pa, ma), = enroll(fake, 1)
+    rig = Rig(fake)
+    rig.list()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    fake.set_port(pa, address=mac(50))
+    rig.poll()
+    assert rig.allowed()[0] == {mac(50)}
+    assert ma not in rig.view.macs
+
+
+def test_port_moved_to_an_inspected_node_is_seen_by_the_feed(fake):
+    (a, _, ma), (b, pb, mb) = enroll(fake, 2)
+    rig = Rig(fake)
+    rig.list()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {ma}
+    fake.set_port(pb, node_uuid=a)
+    rig.poll()
+    assert rig.allowed()[0] == {ma, mb}
+
+
+def test_feeds_rest_while_nothing_can_be_allowed(fake):
+    enroll(fake, 2)
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()                  # the first read finds its bearings
+    fake.requests.clear()
+    rig.poll()
+    assert [q.get('sort_key') for p, q in fake.requests
+            if p == '/v1/ports'] == []
+    rig.clock.now += feed.IDLE_FEED_INTERVAL
+    fake.requests.clear()
+    rig.poll()
+    assert sorted(q.get('sort_key') for p, q in fake.requests
+                  if p == '/v1/ports') == ['id', 'updated_at']
+
+
+def test_feeds_page_back_after_a_burst_of_new_ports(fake):
+    (a, _, _), = enroll(fake, 1, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    other = fake.add_node()
+    created = [fake.add_port(other, mac(100 + i))
+               for i in range(3 * feed.FEED_PAGE)]
+    rig.poll()
+    assert all(rig.view.ports[p][1] == other for p in created)
+    assert rig.listings_requested == 0
+
+
+def test_more_new_ports_than_the_feed_reads_ask_for_a_listing(fake):
+    enroll(fake, 1, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    other = fake.add_node()
+    for i in range(feed.FEED_PAGE * feed.FEED_MAX_PAGES + 5):
+        fake.add_port(other, mac(1000 + i))
+    rig.poll()
+    assert rig.listings_requested == 1
+    rig.poll()      # found its bearings again: no second request
+    assert rig.listings_requested == 1
+
+
+def test_updates_older_than_the_mark_are_not_read_again(fake):
+    nodes = enroll(fake, 5, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    for _, port, _ in nodes:
+        fake.set_port(port, node_uuid=nodes[0][0])
+    rig.poll()
+    fake.requests.clear()
+    rig.poll()
+    updated = [q for p, q in fake.requests
+               if q.get('sort_key') == 'updated_at']
+    assert len(updated) == 1     # one page: everything is within the mark
+
+
+def test_port_deleted_from_an_inspected_node_with_deny_unknown(fake):
+    (a, pa, ma), = enroll(fake, 1)
+    second = fake.add_port(a, mac(7))
+    rig = Rig(fake, options=policy.Options(deny_unknown_macs=True))
+    rig.list()
+    rig.poll()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {ma, mac(7)}
+    fake.delete_port(second)
+    rig.poll()
+    assert rig.allowed()[0] == {ma}
+
+
+def test_per_node_fetches_keep_to_the_budget(fake):
+    nodes = enroll(fake, 25)
+    rig = Rig(fake, port_fetches_per_poll=10,
+              options=policy.Options(deny_unknown_macs=True))
+    rig.list()
+    rig.poll()
+    for node, _, _ in nodes:
+        fake.set_node(node, provision_state='inspect wait')
+    counts = []
+    for _ in range(3):
+        counts.append(kinds(rig.poll()).count('NodePorts'))
+    assert counts == [10, 10, 10]   # 25 entered, then refreshes in turn
+    # every node allowed from the first poll on, fetched or not
+    assert len(rig.allowed()[0]) == 25
+
+
+def test_nodes_that_left_are_fetched_first(fake):
+    nodes = enroll(fake, 15)
+    rig = Rig(fake, port_fetches_per_poll=2,
+              options=policy.Options(deny_unknown_macs=True))
+    rig.list()
+    rig.poll()
+    for node, _, _ in nodes:
+        fake.set_node(node, provision_state='inspect wait')
+    rig.poll()
+    fake.delete_node(nodes[14][0])
+    events = rig.poll()
+    assert isinstance(events[1], view_mod.NodeGone)
+    assert events[1].node == nodes[14][0]
+
+
+def test_a_failing_fetch_keeps_the_events_before_it_and_retries(fake):
+    (a, _, ma), = enroll(fake, 1)
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    fake.set_node(a, provision_state='manageable')
+    fake.broken = {'ports'}
+    events = []
+    with pytest.raises(ironic.ApiError):
+        rig.poller.cycle(events)
+    assert kinds(events) == ['Inspection']
+    fake.broken = set()
+    assert 'NodePorts' in kinds(rig.poll())   # the fetch was kept
+
+
+def test_worker_posts_errors_with_backoff_and_recovers(fake):
+    enroll(fake, 1)
+    rig = Rig(fake, poll_interval=0.01)
+    posted = []
+    got = threading.Event()
+
+    def post(batch):
+        posted.append(batch)
+        if len(posted) >= 4:
+            got.set()
+
+    worker = feed.Poller(rig.client, post, lambda: rig.settings, rig.seq)
+    fake.failures = 2
+    worker.start()
+    try:
+        assert got.wait(10)
+    finally:
+        worker.stop()
+        worker.join(5)
+    assert [b.complete for b in posted[:3]] == [False, False, True]
+    assert posted[0].error is not None and posted[0].retry_in >= 1.0
+    assert posted[1].retry_in >= 2.0
+
+
+def test_listing_pages_carry_their_own_sequence_numbers(fake):
+    fake.max_limit = 10
+    enroll(fake, 25)
+    rig = Rig(fake)
+    events = []
+    rig.lister.cycle(events)
+    listing = events[0]
+    assert [count for count, _ in listing.pages] == [10, 20, 25]
+    seqs = [listing.seq] + [s for _, s in listing.pages]
+    assert seqs == sorted(set(seqs))
+    assert listing.end == listing.pages[-1][1]
