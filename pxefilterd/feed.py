@@ -8,8 +8,13 @@ retries.
 
 :class:`Poller`, every ``inspection_poll_interval`` (1 s):
 
-1. **inspection poll** -- every node in ``inspect wait`` and ``inspecting``
-   (both listings, every page).  Cheap: ironic has an index on the state.
+1. **inspection poll** -- every node in ``inspect wait`` (every page; cheap:
+   ironic has an index on the state).  ``inspecting`` is listed at every
+   cycle while a node is in it or has just left ``inspect wait`` (its
+   ramdisk's data is being processed), else every :data:`INSPECTING_EVERY`
+   cycles: a node that starts inspection passes through ``inspecting``
+   within a second (power on) and is seen in ``inspect wait``, and an idle
+   fleet costs ironic one request per cycle instead of two.
 2. **per-node fetches**, at most ``port_fetches_per_poll`` a cycle, most
    urgent first: nodes that left inspection (a 404 says the node was
    deleted, so its MACs become unknown); and, with ``deny_unknown_macs``
@@ -17,9 +22,10 @@ retries.
    port deleted from an inspected node must stop booting, and only a
    fetch can tell (without ``deny_unknown_macs`` its MAC is unknown, and
    unknown MACs boot while a node is inspected: nothing to change).
-3. **change feeds**, while a port change can alter a decision (some node
-   is inspected, or auto-discovery is on), else every
-   :data:`IDLE_FEED_INTERVAL`:
+3. **change feeds**, at every cycle while a port change can alter a
+   decision (some node is inspected, or auto-discovery is on), else every
+   :data:`IDLE_FEED_INTERVAL`; a feed whose reads cost ironic more than
+   :data:`FEED_BUDGET` of its time is read less often:
 
    - *new ports*: the newest ports by id (``sort_key=id&sort_dir=desc``,
      an index walk), paged back until a page holds a port seen before;
@@ -57,6 +63,11 @@ UPDATE_OVERLAP = datetime.timedelta(seconds=10)
 #: Seconds between change-feed reads while no port change can alter a
 #: decision (nothing inspected, no auto-discovery): keeps them short.
 IDLE_FEED_INTERVAL = 30.0
+#: Most of ironic's time one change feed may take (its last read's
+#: duration over the time between two reads).
+FEED_BUDGET = 0.05
+#: Inspection polls between two listings of the ``inspecting`` state.
+INSPECTING_EVERY = 5
 #: Longest wait after a failed cycle before the next try.
 MAX_BACKOFF = 30.0
 
@@ -189,11 +200,13 @@ class Poller(_Worker):
         super().__init__('ironic-poll', client, post, settings, seq, clock)
         self._request_listing = request_listing or (lambda: None)
         self._last = None        # the previous complete inspection answer
+        self._states = {}        # provision state -> its last answer
+        self._cycles = 0
         self._work = collections.OrderedDict()   # node -> why, urgent first
         self._turn = collections.deque()          # round-robin refreshes
         self._seen_new = None    # UUIDs of the last new-ports page
         self._mark = None        # newest updated_at seen
-        self._next_feed = 0.0
+        self._feed_runs = {}     # feed -> (last start, its duration)
 
     def interval(self):
         interval = self._settings().poll_interval
@@ -208,7 +221,7 @@ class Poller(_Worker):
         settings = self._settings()
         options = settings.options
         seq = self._seq()
-        nodes = self.client.inspection_nodes()
+        nodes = self._inspection_answer()
         events.append(view.Inspection(seq, nodes))
         now_in = {n for n, info in nodes.items()
                   if policy.inspected(info, options)}
@@ -227,11 +240,28 @@ class Poller(_Worker):
             for node in sorted(now_in - before):
                 self._work.setdefault(node, 'entered')
         self._fetch_nodes(events, settings, now_in)
-        now = self._clock()
-        if now_in or options.auto_discovery or now >= self._next_feed:
-            self._next_feed = now + IDLE_FEED_INTERVAL
-            self._feeds(events)
+        self._feeds(events, active=bool(now_in or options.auto_discovery),
+                    interval=settings.poll_interval)
         return True
+
+    def _inspection_answer(self):
+        """Ask for ``inspect wait`` (and ``inspecting`` when due, or when a
+        node left ``inspect wait``); return every node of both."""
+        waiting = self.client.inspection_nodes({'inspect wait'})
+        previous = self._states.get('inspect wait', {})
+        due = (self._cycles % INSPECTING_EVERY == 0
+               or not previous.keys() <= waiting.keys()
+               or self._states.get('inspecting', True))
+        if due:
+            self._states['inspecting'] = self.client.inspection_nodes(
+                {'inspecting'})
+        self._states['inspect wait'] = waiting
+        self._cycles += 1
+        nodes = {uuid: info
+                 for uuid, info in self._states['inspecting'].items()
+                 if uuid not in waiting}
+        nodes.update(waiting)
+        return nodes
 
     # -- per-node fetches ---------------------------------------------------
 
@@ -261,11 +291,27 @@ class Poller(_Worker):
 
     # -- change feeds ------------------------------------------------------
 
-    def _feeds(self, events):
+    def _feeds(self, events, active, interval):
+        """Read each change feed that is due.
+
+        A feed is due every ``interval`` while ``active`` (a port change can
+        alter a decision), else every :data:`IDLE_FEED_INTERVAL`; and never
+        more often than keeps its cost within :data:`FEED_BUDGET` of
+        ironic's time (on SQLite the changed-ports feed is a scan of the
+        whole port table: ~110 ms at 100k ports).
+        """
         seq = self._seq()
         changed = {}
-        self._new_ports(changed)
-        self._changed_ports(changed)
+        for name, read in (('new', self._new_ports),
+                           ('changed', self._changed_ports)):
+            now = self._clock()
+            last, cost = self._feed_runs.get(name, (None, 0.0))
+            every = max(interval if active else IDLE_FEED_INTERVAL,
+                        cost / FEED_BUDGET)
+            if last is not None and now < last + every:
+                continue
+            read(changed)
+            self._feed_runs[name] = (now, self._clock() - now)
         if changed:
             events.append(view.PortChanges(seq, changed))
 

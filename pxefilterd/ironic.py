@@ -338,8 +338,8 @@ class IronicClient:
 
     # -- what the service asks --------------------------------------------
 
-    def inspection_nodes(self):
-        """Return ``{uuid: NodeInfo}`` of every node in an inspection state.
+    def inspection_nodes(self, states=policy.INSPECTION_STATES):
+        """Return ``{uuid: NodeInfo}`` of every node in one of ``states``.
 
         One listing per state (ironic filters on one state per request),
         every page of each.
@@ -349,11 +349,11 @@ class IronicClient:
         skipped = []
         found = {}
         fields = 'uuid,provision_state,inspect_interface'
-        for state in sorted(policy.INSPECTION_STATES):
+        for state in sorted(states):
             for body in self.pages('/nodes', {'provision_state': state,
                                               'fields': fields}):
                 for uuid, info in parse_nodes(body, skipped):
-                    if info.provision_state in policy.INSPECTION_STATES:
+                    if info.provision_state == state:
                         found[uuid] = info
         return found
 

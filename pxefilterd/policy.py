@@ -147,3 +147,73 @@ def diff(current, desired):
     changes.update((key, action) for key, action in desired.macs.items()
                    if current.get(key) is not action)
     return changes
+
+
+@dataclasses.dataclass(frozen=True)
+class Reason:
+    """Why a MAC gets its Action.
+
+    :ivar action: the Action.
+    :ivar rule: a short name: ``inspected``, ``not-inspected``,
+        ``unsupported-interface``, ``no-node``, ``unknown-deny-option``,
+        ``unknown-auto-discovery``, ``unknown-during-inspection``,
+        ``unknown-no-inspection``.
+    :ivar text: one sentence for an operator.
+    :ivar option: the ``[group] option`` that decided, if one did.
+    :ivar node: the port's node, if the MAC is a port.
+    """
+
+    action: Action
+    rule: str
+    text: str
+    option: typing.Optional[str] = None
+    node: typing.Optional[str] = None
+
+
+def explain(mac, snapshot, options):
+    """Return the :class:`Reason` for ``mac`` (a normalised MAC) in
+    ``snapshot``: the same Action :func:`decide` gives it."""
+    if mac in snapshot.ports:
+        node = snapshot.ports[mac]
+        if node is None:
+            return Reason(Action.DENY, 'no-node',
+                          'a port with no node: denied', node=None)
+        info = snapshot.nodes.get(node)
+        if info is None:
+            return Reason(Action.DENY, 'not-inspected',
+                          'port of node %s, which is not in an inspection '
+                          'state: denied' % node, node=node)
+        if not inspected(info, options):
+            return Reason(
+                Action.DENY, 'unsupported-interface',
+                'port of node %s in %s, but its inspect_interface %s does '
+                'not boot over PXE: denied' % (node, info.provision_state,
+                                               info.inspect_interface),
+                option='[pxe_filter] supported_inspect_interfaces', node=node)
+        return Reason(Action.ALLOW, 'inspected',
+                      'port of node %s in %s (inspect_interface %s): allowed'
+                      % (node, info.provision_state, info.inspect_interface),
+                      node=node)
+    return unknown_reason(inspected_nodes(snapshot, options), options)
+
+
+def unknown_reason(inspected_uuids, options):
+    """Return the :class:`Reason` for a MAC ironic does not know."""
+    action = unknown_action(inspected_uuids, options)
+    if options.deny_unknown_macs:
+        return Reason(action, 'unknown-deny-option',
+                      'not a port in ironic, and unknown MACs are denied',
+                      option='[pxe_filter] deny_unknown_macs')
+    if options.auto_discovery:
+        return Reason(action, 'unknown-auto-discovery',
+                      'not a port in ironic; unknown MACs may always boot '
+                      '(discovery)', option='[pxe_filter] auto_discovery')
+    if inspected_uuids:
+        return Reason(action, 'unknown-during-inspection',
+                      'not a port in ironic; unknown MACs may boot while a '
+                      'node is inspected (%d now), so that a node whose '
+                      'ports are not enrolled yet can boot; set '
+                      'deny_unknown_macs to deny them' % len(inspected_uuids),
+                      option='[pxe_filter] deny_unknown_macs')
+    return Reason(action, 'unknown-no-inspection',
+                  'not a port in ironic, and no node is inspected: denied')

@@ -19,6 +19,7 @@ the systemd watchdog and handles signals (whose handlers only set flags):
 nothing it does waits on ironic.
 """
 
+import collections
 import dataclasses
 import logging
 import queue
@@ -28,11 +29,19 @@ import time
 from pxefilterd import commands
 from pxefilterd import feed
 from pxefilterd import hostsdir as hostsdir_mod
+from pxefilterd import macs
 from pxefilterd import policy
 from pxefilterd import view as view_mod
 from pxefilterd import writer as writer_mod
 
 LOG = logging.getLogger(__name__)
+#: One INFO line per change of a MAC's decision, with its reason; its own
+#: logger, so that it can be filtered (journald: LOGGER_NAME=...).
+DECISIONS = logging.getLogger('pxefilterd.decision')
+#: Changes logged one by one per converge; the rest are summed up.
+DECISION_LOG_LIMIT = 1000
+#: Last decision changes kept for ``pxefilterd-ctl explain``.
+HISTORY_LIMIT = 20000
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -119,6 +128,8 @@ class Service:
         self._last_contact = None
         self._next_compaction = float('inf')
         self._inspected = frozenset()
+        self._decided = {}      # key -> Action last decided
+        self.history = collections.OrderedDict()   # key -> last change
         self._threads = []
         self._seq = feed.Sequence()
 
@@ -350,10 +361,67 @@ class Service:
                                            self.settings.options)
         changed = inspected ^ self._inspected
         self._inspected = inspected
+        self._log_decisions(desired)
         written = self._write(desired)
         if changed and self._ready:
             LOG.info('Inspection changed for %d node(s): %d file(s) written',
                      len(changed), written)
+
+    def reason(self, key):
+        """Return the :class:`policy.Reason` for a MAC or the wildcard."""
+        if self.stats.failed_closed:
+            return policy.Reason(
+                policy.Action.DENY, 'fail-closed',
+                'ironic has not answered for max_stale_seconds: every MAC '
+                'is denied', option='[pxe_filter] max_stale_seconds')
+        if key == macs.WILDCARD:
+            return policy.unknown_reason(self._inspected,
+                                         self.settings.options)
+        return policy.explain(key, self.view.snapshot(),
+                              self.settings.options)
+
+    def _log_decisions(self, desired):
+        """Log each change of a decision once, with its reason."""
+        notes, self.view.notes = self.view.notes, {}
+        changes = policy.diff(self._decided, desired)
+        if not changes:
+            return
+        previous = self._decided
+        self._decided = dict(desired.macs)
+        self._decided[macs.WILDCARD] = desired.unknown
+        if not previous:
+            return     # the start-up state: "Wrote N file(s)" says it
+        unknown_before = previous[macs.WILDCARD]
+        now = time.time()
+        logged = 0
+        summed = collections.Counter()
+        for key, action in changes.items():
+            before = previous.get(key, unknown_before)
+            if before is action:
+                continue    # a new file saying what the wildcard said
+            if logged >= DECISION_LOG_LIMIT:
+                summed[action.value] += 1
+                continue
+            reason = self.reason(key)
+            text = reason.text
+            if key in notes:
+                text = '%s; %s' % (notes[key], text)
+            before = before.value
+            self.history[key] = (now, before, action.value, text,
+                                 reason.rule)
+            self.history.move_to_end(key)
+            DECISIONS.info('%s: %s -> %s: %s [rule=%s]',
+                           'Unknown MACs' if key == macs.WILDCARD
+                           else 'MAC %s' % key, before, action.value, text,
+                           reason.rule)
+            logged += 1
+        while len(self.history) > HISTORY_LIMIT:
+            self.history.popitem(last=False)
+        if summed:
+            DECISIONS.info('... and %d more decision change(s) in this step '
+                           '(%s)', sum(summed.values()),
+                           ', '.join('%d to %s' % (n, a)
+                                     for a, n in sorted(summed.items())))
 
     def _write(self, desired):
         written = self.writer.converge(desired, self.view.macs)

@@ -109,6 +109,9 @@ class IronicView:
         self.listed = False
         self.answered = False
         self.changes = 0
+        #: MAC -> what happened to its port (for the decision log); the
+        #: reader clears it.
+        self.notes = {}
         self._owner = {}      # mac -> port UUID
         self._by_node = {}    # node -> set of port UUIDs
         self._listing_seq = -1
@@ -223,6 +226,8 @@ class IronicView:
             return
         for uuid in list(self._by_node.get(node, ())):
             if uuid not in ports:
+                self.notes[self.ports[uuid][0]] = (
+                    'its port was deleted from node %s' % node)
                 self._remove(uuid, seq)
         for uuid, (mac, owner) in ports.items():
             if owner == node:
@@ -241,6 +246,8 @@ class IronicView:
         """Forget ``node`` and its ports: ironic said it does not exist."""
         self._gone[node] = max(seq, self._gone.get(node, -1))
         for uuid in list(self._by_node.get(node, ())):
+            self.notes[self.ports[uuid][0]] = (
+                'its node %s was deleted from ironic' % node)
             self._remove(uuid, seq)
         if self.nodes.pop(node, None) is not None:
             self.changes += 1
@@ -268,6 +275,10 @@ class IronicView:
         if self.ports.get(uuid) == (mac, node):
             return
         if uuid in self.ports:
+            old = self.ports[uuid][0]
+            if old != mac:
+                self.notes[old] = 'its port %s now has address %s' % (uuid,
+                                                                      mac)
             self._unlink(uuid)
         other = self._owner.get(mac)
         if other is not None:

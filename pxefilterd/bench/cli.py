@@ -28,7 +28,7 @@ from pxefilterd.bench import env
 from pxefilterd.bench import report as report_mod
 
 FAMILIES = ('local', 'api', 'start', 'latency', 'bursts', 'cost', 'bigflip',
-            'memory')
+            'memory', 'events', 'load')
 DEFAULT_SIZES = (1000, 10000, 100000)
 QUICK_SIZES = (1000, 10000)
 
@@ -74,7 +74,9 @@ def build_parser():
                '(6: lost updates, drain rate, paced writes), cost (6b: '
                'dnsmasq CPU per changed file vs records and leases), '
                'bigflip (6: 100k flip with SIGHUP, both layouts), memory '
-               '(7: daemon RSS).')
+               '(7: daemon RSS), events (8: every decision-changing ironic '
+               'event -> DHCP answer), load (9: ironic server time per '
+               'minute).')
     p.add_argument('--sizes', type=_ints, default=None,
                    help='port counts (default 1000,10000,100000; '
                         '--quick: 1000,10000)')
@@ -160,6 +162,14 @@ def make_plan(args):
         'start_sample': 20 if quick else 100,
         'memory_syncs': 1 if quick else 3,
         'memory_sync_period': 3 if quick else 15,
+        'events_cases': ([(1000, 3)] if quick else
+                         [(s, 20) for s in (10000, 100000) if s in sizes]
+                         or [(max(sizes), 20)]),
+        'events_batches': (5, 50) if quick else (20, 1200),
+        'load_sizes': ([10000] if quick else
+                       [s for s in (10000, 100000) if s in sizes]
+                       or [max(sizes)]),
+        'load_window': 20.0 if quick else 60.0,
     }
     return plan
 
@@ -360,6 +370,24 @@ class Runner:
                       extra_syncs=self.plan['memory_syncs'],
                       sync_period=self.plan['memory_sync_period'])
             self.save()
+
+    def events(self):
+        from pxefilterd.bench import events
+        if self._problem(events.SCENARIO_EVENTS, ('dhcp', 'ironic')):
+            return
+        for size, count in self.plan['events_cases']:
+            self.case(events.SCENARIO_EVENTS, '%s ports' % env.fmt_size(size),
+                      events.run_events, self.report, size, self.root,
+                      self.fixtures, count, self.plan['events_batches'])
+
+    def load(self):
+        from pxefilterd.bench import events
+        if self._problem(events.SCENARIO_LOAD, ('dhcp', 'ironic')):
+            return
+        for size in self.plan['load_sizes']:
+            self.case(events.SCENARIO_LOAD, '%s ports' % env.fmt_size(size),
+                      events.run_load, self.report, size, self.root,
+                      self.fixtures, self.plan['load_window'])
 
     def recommendation(self):
         from pxefilterd.bench import dnsmasq_bench as dm

@@ -100,8 +100,7 @@ class PxefilterdRunner:
                                            str(rootwrap_conf)]),
                 "debug": "False",
             },
-            "pxe_filter": {"sync_period": 15,
-                           "inspection_poll_interval": 1},
+            "pxe_filter": {"inspection_poll_interval": 1},
             "dnsmasq_pxe_filter": {
                 "dhcp_hostsdir": str(self.hostsdir),
                 "dnsmasq_start_command": shlex.join(dnsmasq.start_argv()),

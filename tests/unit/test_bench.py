@@ -3,8 +3,10 @@ the inspector-like baseline, the syscall counter, the report and its JSON,
 statistics, the prober's decision logic, the derived defaults and the
 command-line plan."""
 
+import datetime
 import json
 import os
+import time
 
 import pytest
 
@@ -291,6 +293,10 @@ def test_plan_quick_and_full():
     assert full['latency_cases'] == [(10000, 20), (100000, 20)]
     assert full['burst_n'] == [10000, 50000]
     assert full['bigflip_sizes'] == [100000]
+    assert full['events_cases'] == [(10000, 20), (100000, 20)]
+    assert full['events_batches'] == (20, 1200)
+    assert full['load_sizes'] == [10000, 100000]
+    assert quick['events_cases'] == [(1000, 3)]
     only = cli.make_plan(parser.parse_args(['--only', 'local,api',
                                             '--skip', 'api',
                                             '--sizes', '500']))
@@ -349,3 +355,38 @@ def test_daemon_write_times_from_the_log():
     latency.add_daemon_times(results, times)
     assert results[0]['daemon_allow'] == pytest.approx(0.2)
     assert results[0]['daemon_deny'] == pytest.approx(3.75 - 1.1)
+
+
+def test_decision_times_from_the_decision_log():
+    from pxefilterd.bench import events
+    log = (
+        '2026-12-02 10:00:00.100 1 INFO pxefilterd.decision [-] MAC '
+        '52:54:00:00:00:01: deny -> allow: port of node x in inspect wait '
+        '(inspect_interface agent): allowed [rule=inspected]\n'
+        '2026-12-02 10:00:00.200 1 INFO pxefilterd.decision [-] MAC '
+        '52:54:00:00:00:01: deny -> allow: again\n'
+        '2026-12-02 10:00:00.300 1 INFO pxefilterd.decision [-] MAC '
+        '52:54:00:00:00:02: allow -> deny: left\n'
+        '2026-12-02 10:00:00.400 1 INFO pxefilterd.service [-] Wrote 1\n')
+    times = events.decision_times(log)
+    assert list(times) == ['52:54:00:00:00:01']
+    assert times['52:54:00:00:00:01'] == datetime.datetime(
+        2026, 12, 2, 10, 0, 0, 100000).timestamp()
+    assert events.decision_times(log, since=time.time() + 10 ** 9) == {}
+
+
+def test_window_cost_per_minute_by_kind():
+    from pxefilterd.bench import events
+    from pxefilterd.testing.proxy import Record
+    records = [Record('GET /v1/nodes?provision_state=inspect+wait HTTP/1.1',
+                      0, 0.01, 200)] * 30 + [
+        Record('GET /v1/ports?sort_key=id&sort_dir=desc HTTP/1.1', 0, 0.02,
+               200),
+        Record('GET /v1/ports?fields=uuid HTTP/1.1', 0, 0.2, 200)]
+    seconds, requests, kinds = events.window_cost(records, 30.0)
+    assert seconds == pytest.approx((0.3 + 0.02 + 0.2) * 2)
+    assert requests == 64
+    assert kinds['nodes inspect wait']['requests_per_min'] == 60
+    assert kinds['ports feed (id)']['median_ms'] == pytest.approx(20)
+    assert kinds['full listing page']['seconds_per_min'] == \
+        pytest.approx(0.4)

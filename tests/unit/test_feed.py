@@ -51,6 +51,8 @@ class Rig:
         self.listings_requested += 1
 
     def poll(self):
+        """One cycle, a poll interval after the previous one."""
+        self.clock.now += self.settings.poll_interval
         events = []
         self.poller.cycle(events)
         for event in events:
@@ -274,6 +276,7 @@ def test_a_failing_fetch_keeps_the_events_before_it_and_retries(fake):
     fake.set_node(a, provision_state='manageable')
     fake.broken = {'ports'}
     events = []
+    rig.clock.now += 1
     with pytest.raises(ironic.ApiError):
         rig.poller.cycle(events)
     assert kinds(events) == ['Inspection']
@@ -316,3 +319,64 @@ def test_listing_pages_carry_their_own_sequence_numbers(fake):
     seqs = [listing.seq] + [s for _, s in listing.pages]
     assert seqs == sorted(set(seqs))
     assert listing.end == listing.pages[-1][1]
+
+
+def states_asked(fake):
+    return [q['provision_state'] for p, q in fake.requests
+            if p == '/v1/nodes']
+
+
+def test_idle_fleet_asks_for_inspecting_every_few_cycles(fake):
+    enroll(fake, 2)
+    rig = Rig(fake)
+    rig.list()
+    fake.requests.clear()
+    for _ in range(2 * feed.INSPECTING_EVERY):
+        rig.poll()
+    asked = states_asked(fake)
+    assert asked.count('inspect wait') == 2 * feed.INSPECTING_EVERY
+    assert asked.count('inspecting') == 2
+
+
+def test_ramdisk_data_processing_stays_inspection_until_done(fake):
+    """inspect wait -> inspecting (the ramdisk posted its data) ->
+    manageable: allowed until manageable, denied at the next cycle."""
+    (a, _, ma), = enroll(fake, 1)
+    rig = Rig(fake)
+    rig.list()
+    for _ in range(3):
+        rig.poll()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {ma}
+    fake.set_node(a, provision_state='inspecting')
+    rig.poll()          # left inspect wait: inspecting asked at once
+    assert rig.allowed()[0] == {ma}
+    fake.set_node(a, provision_state='manageable')
+    rig.poll()          # a node is inspecting: asked at every cycle
+    assert rig.allowed()[0] == set()
+
+
+def test_a_feed_that_costs_ironic_too_much_is_read_less_often(fake):
+    enroll(fake, 1, state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    clock = rig.clock
+    real_ports = rig.client.ports
+
+    def slow_changed_feed(params=None, **kwargs):
+        if (params or {}).get('sort_key') == 'updated_at':
+            clock.now += 0.2        # this read "took" 200 ms
+        return real_ports(params, **kwargs)
+
+    rig.client.ports = slow_changed_feed
+    rig.poll()     # measured: 0.2 s, so due again after 0.2 / 5 % = 4 s
+    fake.requests.clear()
+    for _ in range(3):
+        rig.poll()
+    assert [q.get('sort_key') for p, q in fake.requests
+            if 'sort_key' in q] == ['id'] * 3
+    rig.poll()
+    assert [q.get('sort_key') for p, q in fake.requests
+            if 'sort_key' in q][-2:] == ['id', 'updated_at']

@@ -124,3 +124,30 @@ def test_supported_interfaces_are_an_option():
     assert policy.decide(snap(['node-a'], info), options).macs[A1] is \
         Action.ALLOW
     assert policy.decide(snap(['node-a']), options).macs[A1] is Action.DENY
+
+
+@pytest.mark.parametrize('inspecting,deny_unknown,auto', list(
+    itertools.product([(), ('node-a',), ('node-b',)], [False, True],
+                      [False, True])))
+def test_explain_agrees_with_decide_for_every_mac(inspecting, deny_unknown,
+                                                  auto):
+    options = policy.Options(deny_unknown_macs=deny_unknown,
+                             auto_discovery=auto and not deny_unknown)
+    s = snap(inspecting)
+    desired = policy.decide(s, options, cached=[GONE])
+    for mac, action in desired.macs.items():
+        reason = policy.explain(mac, s, options)
+        assert reason.action is action, (mac, reason)
+        assert reason.text
+    assert policy.explain(GONE, s, options).action is desired.unknown
+
+
+def test_explain_names_the_rule_and_the_option():
+    s = snap(['node-a'], policy.NodeInfo('inspect wait', 'redfish'))
+    reason = policy.explain(A1, s, policy.Options())
+    assert reason.rule == 'unsupported-interface'
+    assert reason.option == '[pxe_filter] supported_inspect_interfaces'
+    assert 'redfish' in reason.text and reason.node == 'node-a'
+    reason = policy.explain(GONE, snap(['node-a']), policy.Options())
+    assert reason.rule == 'unknown-during-inspection'
+    assert reason.option == '[pxe_filter] deny_unknown_macs'

@@ -527,3 +527,33 @@ def test_hanging_stop_command_does_not_block_exit(harness):
     started = time.monotonic()
     assert h.stop() == service.EXIT_OK
     assert time.monotonic() - started < 15
+
+
+def test_each_decision_change_is_logged_once_with_its_reason(harness,
+                                                             caplog):
+    h = harness(settings=service.Settings(sync_period=3600,
+                                          poll_interval=0.05, lock_wait=0))
+    caplog.set_level('INFO', logger='pxefilterd.decision')
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.inspect(h.node_a)
+    wait_for(lambda: h.files().get(A1) == A1 + '\n')
+    h.fake.delete_node(h.node_a)
+    wait_for(lambda: h.files().get(A1) == DENY_A1)
+    h.stop()
+    lines = [r.getMessage() for r in caplog.records
+             if r.name == 'pxefilterd.decision']
+    assert lines == [
+        'Unknown MACs: deny -> allow: not a port in ironic; unknown MACs '
+        'may boot while a node is inspected (1 now), so that a node whose '
+        'ports are not enrolled yet can boot; set deny_unknown_macs to '
+        'deny them [rule=unknown-during-inspection]',
+        'MAC %s: deny -> allow: port of node %s in inspect wait '
+        '(inspect_interface agent): allowed [rule=inspected]'
+        % (A1, h.node_a),
+        'Unknown MACs: allow -> deny: not a port in ironic, and no node is '
+        'inspected: denied [rule=unknown-no-inspection]',
+        'MAC %s: allow -> deny: its node %s was deleted from ironic; not a '
+        'port in ironic, and no node is inspected: denied '
+        '[rule=unknown-no-inspection]' % (A1, h.node_a)]
+    assert h.svc.history[A1][1:3] == ('allow', 'deny')
