@@ -17,7 +17,13 @@ A new pxefilterd waits for that lock before it starts its own dnsmasq, so the
 guard can never stop a dnsmasq that a newer instance started.
 
 SIGTERM to the guard (e.g. systemd killing the whole cgroup) also runs the
-stop command if armed: the guard fails closed, never open.
+stop command if armed: the guard fails closed, never open.  It then exits
+with :data:`EXIT_TERMINATED` so that a daemon still alive knows dnsmasq was
+stopped under it and starts it again.
+
+Exit statuses: 0 nothing done (disarmed, or never armed), 1 the stop command
+failed, :data:`EXIT_TERMINATED` (3) stopped dnsmasq because it was
+signalled, :data:`EXIT_ORPHANED` (4) stopped dnsmasq because the daemon died.
 """
 
 import json
@@ -31,6 +37,8 @@ from pxefilterd import commands
 
 ARM = b'A'
 DISARM = b'D'
+EXIT_TERMINATED = 3
+EXIT_ORPHANED = 4
 
 
 def _log(msg):
@@ -41,15 +49,14 @@ def _log(msg):
 class Guard:
     """The daemon's handle on its guard process."""
 
-    def __init__(self, stop_argv, timeout, lock_fd):
+    def __init__(self, stop, lock_fd):
         read_fd, self._write_fd = os.pipe()
         os.set_inheritable(read_fd, True)
         fds = [read_fd]
         if lock_fd is not None:
             os.set_inheritable(lock_fd, True)
             fds.append(lock_fd)
-        spec = json.dumps({'fd': read_fd, 'argv': list(stop_argv),
-                           'timeout': timeout})
+        spec = json.dumps({'fd': read_fd, 'stop': stop.spec()})
         self.proc = subprocess.Popen(
             [sys.executable, '-m', 'pxefilterd.guard', spec],
             stdin=subprocess.DEVNULL, pass_fds=fds, start_new_session=True,
@@ -82,19 +89,20 @@ class Guard:
             _log('guard %d did not exit within %.1f s' % (self.proc.pid, wait))
 
 
-def _run_stop(argv, timeout, why):
-    if not argv:
+def _run_stop(stop, why, code):
+    """Run the stop command; return ``code``, or 1 if it failed."""
+    if not stop:
         _log('%s; no stop command configured' % why)
         return 1
     _log('%s; running the stop command' % why)
     started = time.monotonic()
     try:
-        commands.Command('stop', argv, timeout=timeout).run()
+        stop.run()
     except commands.CommandError as exc:
         _log(str(exc))
         return 1
     _log('dnsmasq stopped in %.2f s' % (time.monotonic() - started))
-    return 0
+    return code
 
 
 class _Terminated(Exception):
@@ -108,7 +116,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None):
     spec = json.loads((argv or sys.argv)[1])
-    fd, stop_argv, timeout = spec['fd'], spec['argv'], spec['timeout']
+    fd, stop = spec['fd'], commands.Command.from_spec(spec['stop'])
     armed = False
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -118,13 +126,13 @@ def main(argv=None):
             data = os.read(fd, 64)
         except _Terminated:
             if armed:
-                return _run_stop(stop_argv, timeout, 'guard terminated')
+                return _run_stop(stop, 'guard terminated', EXIT_TERMINATED)
             return 0
         if not data:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             if armed:
-                return _run_stop(stop_argv, timeout,
-                                 'pxefilterd died without stopping dnsmasq')
+                return _run_stop(stop, 'pxefilterd died without stopping '
+                                 'dnsmasq', EXIT_ORPHANED)
             return 0
         for byte in data:
             if byte == DISARM[0]:

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import shlex
 import shutil
 import sys
 
@@ -29,6 +30,7 @@ from oslo_config import cfg
 from pxefilterd import checks
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
+from pxefilterd import dnsmasq
 from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
@@ -235,7 +237,15 @@ def status(conf):
         'foreign': foreign,
         'hostsfile': base,
         'lock': lock_holder(store),
+        'driver': conf.pxe_filter.driver,
+        'dnsmasq': _dnsmasq_status(conf),
     }
+
+
+def _dnsmasq_status(conf):
+    """What can be seen of dnsmasq, from its pid file."""
+    seen = dnsmasq.observe(conf.dnsmasq_pxe_filter.dnsmasq_pid_file or None)
+    return {'state': seen.state, 'pid': seen.pid, 'detail': seen.detail}
 
 
 def _print_status(st, out):
@@ -245,6 +255,10 @@ def _print_status(st, out):
         out.write('daemon: none (the hostsdir lock is free)\n')
     else:
         out.write('daemon: lock held by %s\n' % _describe_holder(holder))
+    if st['driver'] != 'dnsmasq':
+        out.write('driver: %s (PXE filtering disabled)\n' % st['driver'])
+    dm = st['dnsmasq']
+    out.write('dnsmasq: %s (%s)\n' % (dm['state'], dm['detail']))
     out.write('unknown MACs: %s\n' % st['unknown'])
     out.write('denied: %d\n' % st['denied_count'])
     out.write('allowed: %d\n' % len(st['allowed']))
@@ -467,8 +481,10 @@ def _others_can(path, bits):
         return True   # reported elsewhere
 
 
-def environment_problems(conf):
+def environment_problems(conf, info=None):
     """Return ``(config_problems, env_problems, warnings)`` line lists.
+
+    ``info``, if given, gets one line per command saying how it will run.
 
     Checks what the configuration refers to: the hostsdir can be read and
     traversed by other users (dnsmasq), each configured command's
@@ -477,6 +493,7 @@ def environment_problems(conf):
     Never raises for a failing check.
     """
     config, env, warnings = [], [], []
+    info = [] if info is None else info
     dn = conf.dnsmasq_pxe_filter
     path = os.path.abspath(dn.dhcp_hostsdir)
     if conf.pxe_filter.driver == 'dnsmasq' and os.path.isdir(path):
@@ -500,12 +517,28 @@ def environment_problems(conf):
     cmds = []
     for name in ('dnsmasq_start_command', 'dnsmasq_stop_command',
                  'dnsmasq_reload_command'):
+        label = '[dnsmasq_pxe_filter] %s' % name
         try:
-            argv = commands.split(getattr(dn, name))
+            command = commands.Command.from_line(
+                name, getattr(dn, name), timeout=CHECK_TIMEOUT)
         except ValueError:
             continue   # reported by checks.check
-        if argv:
-            cmds.append(('[dnsmasq_pxe_filter] %s' % name, argv))
+        if not command:
+            continue
+        argv = command.argv
+        if command.line is not None:
+            # What the daemon will run: expanded now, as it will be then.
+            try:
+                argv = command.resolve()
+            except commands.CommandError as exc:
+                warnings.append('%s cannot be expanded now (%s); only its '
+                                'static words are checked' % (label, exc))
+                argv = commands.split(command.line)
+        info.append('%s runs as: %s' % (label, shlex.join(
+            (root_helper or []) + argv)) + (
+            ' (the words expanded by %s as %s at each run)'
+            % (commands.SHELL, commands.user()) if command.line else ''))
+        cmds.append((label, argv))
     if root_helper is not None and cmds:
         rootwrap = [w for w in root_helper[1:]
                     if os.path.basename(w).endswith('-rootwrap')]
@@ -558,7 +591,10 @@ def cmd_check_config(conf, out):
     May create the staging directory (as the daemon's checks do).
     """
     problems = checks.check(conf)
-    config, env, warnings = environment_problems(conf)
+    info = []
+    config, env, warnings = environment_problems(conf, info)
+    for line in info:
+        out.write('info: %s\n' % line)
     for line in problems + config:
         out.write('config: %s\n' % line)
     for line in env:

@@ -98,7 +98,23 @@ def test_status_json(tmp_path, hdir):
     assert st == {
         'hostsdir': str(hdir), 'allowed': [M1], 'denied_count': 1,
         'unknown': 'deny', 'invalid': [M3], 'foreign': ['README'],
-        'hostsfile': None, 'lock': None}
+        'hostsfile': None, 'lock': None, 'driver': 'dnsmasq',
+        'dnsmasq': {'state': 'unknown', 'pid': None, 'detail':
+                    'not observed: no [dnsmasq_pxe_filter] dnsmasq_pid_file'}}
+
+
+def test_status_observes_dnsmasq_through_its_pid_file(tmp_path, hdir):
+    pid_file = tmp_path / 'dnsmasq.pid'
+    pid_file.write_text('999999999\n')
+    conf = write_conf(tmp_path, hdir)
+    conf_text = open(conf).read().replace(
+        '[ironic]', '[dnsmasq_pxe_filter]\ndnsmasq_pid_file = %s\n[ironic]'
+        % pid_file, 1)
+    open(conf, 'w').write(conf_text)
+    code, out = run('--config-file', conf, 'status')
+    assert code == 0
+    assert 'dnsmasq: gone (pid 999999999 (from %s) does not exist)' \
+        % pid_file in out
 
 
 def test_status_text(tmp_path, hdir):
@@ -416,7 +432,7 @@ def test_check_config_command_refused_by_the_filters_is_1(
     assert code == 1
     # (pytest's tmp_path is 0700: ignore the warnings about dnsmasq)
     assert [line for line in out.splitlines()
-            if not line.startswith('warning: ')] == [
+            if not line.startswith(('warning: ', 'info: '))] == [
         'environment: [dnsmasq_pxe_filter] dnsmasq_start_command: '
         '"systemctl start pxefilterd-dnsmasq.service" is not allowed by any '
         'filter in %s' % (REPO / 'rootwrap.d')]
@@ -457,3 +473,32 @@ def test_check_config_real_source_unreachable(tmp_path, hdir):
                     'check-config')
     assert code == 1
     assert 'environment: ironic: not reachable' in out
+
+
+def test_check_config_shows_each_command_as_it_will_run(tmp_path, hdir):
+    hdir.chmod(0o755)
+    pid_file = tmp_path / 'dnsmasq.pid'
+    pid_file.write_text('4242\n')
+    conf = write_conf(tmp_path, hdir)
+    text = open(conf).read().replace(
+        'dnsmasq_stop_command = true\n',
+        'dnsmasq_stop_command = kill $(cat %s)\n' % pid_file)
+    open(conf, 'w').write(text)
+    code, out = run('--config-file', conf, 'check-config')
+    assert ('info: [dnsmasq_pxe_filter] dnsmasq_stop_command runs as: '
+            'kill 4242 (the words expanded by /bin/sh as ' in out)
+    assert 'info: [dnsmasq_pxe_filter] dnsmasq_start_command runs as: ' \
+        'true\n' in out
+
+
+def test_check_config_refuses_shell_operators(tmp_path, hdir):
+    conf = write_conf(tmp_path, hdir)
+    text = open(conf).read().replace(
+        'dnsmasq_stop_command = true\n',
+        'dnsmasq_stop_command = kill $(cat /run/x.pid); reboot\n')
+    open(conf, 'w').write(text)
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 78
+    assert ("config: [dnsmasq_pxe_filter] dnsmasq_stop_command = kill "
+            "$(cat /run/x.pid); reboot: cannot be parsed: shell operator "
+            "';' outside an expansion" in out)

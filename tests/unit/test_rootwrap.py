@@ -1,11 +1,14 @@
-"""The shipped rootwrap filters, loaded with oslo.rootwrap itself.
+"""The shipped rootwrap configuration and filters, loaded with oslo.rootwrap
+itself, and run with the real ``pxefilterd-rootwrap``.
 
-Executables are looked up in a temporary exec_dirs holding a fake
-``systemctl`` (and ``kill``, ``sh``...), so the result does not depend on
-what this machine has installed.
+The filters name their programs by absolute path; matching is checked with
+oslo.rootwrap's own functions against a temporary exec_dirs holding fakes
+(``systemctl``, ``kill``, ``sh``, ``privsep-helper``...), so the result does
+not depend on what this machine has installed.
 """
 
 import configparser
+import os
 import pathlib
 
 from oslo_config import cfg
@@ -25,7 +28,7 @@ UNIT = 'pxefilterd-dnsmasq.service'
 @pytest.fixture
 def exec_dirs(tmp_path):
     for name in ('systemctl', 'kill', 'sh', 'pkill', 'dnsmasq', 'sudo',
-                 'privsep-helper-not-here'):
+                 'privsep-helper'):
         exe = tmp_path / name
         exe.write_text('#!/bin/sh\nexit 0\n')
         exe.chmod(0o755)
@@ -48,6 +51,13 @@ def example_commands():
             commands.split(dn.dnsmasq_reload_command)]
 
 
+def rootwrap_exec_dirs():
+    parser = configparser.RawConfigParser()
+    with open(ROOTWRAP_CONF) as f:
+        parser.read_file(f)
+    return wrapper.RootwrapConfig(parser).exec_dirs
+
+
 def test_the_example_commands_are_the_filtered_ones():
     assert example_commands() == [
         ['systemctl', '--no-block', 'start', UNIT],
@@ -60,9 +70,31 @@ def test_the_example_commands_are_the_filtered_ones():
 def test_default_commands_are_allowed(filters, exec_dirs, argv):
     match = wrapper.match_filter(filters, argv, exec_dirs=exec_dirs)
     assert match.run_as == 'root'
-    assert match.get_exec(exec_dirs=exec_dirs) == exec_dirs[0] + '/systemctl'
+    # by absolute path, whatever exec_dirs holds
+    assert match.get_exec(exec_dirs=exec_dirs) == '/usr/bin/systemctl'
     assert match.name in ('systemctl_start', 'systemctl_stop',
                           'systemctl_reload')
+
+
+@pytest.mark.parametrize('argv', [['privsep-helper'],
+                                  ['privsep-helper', '--config-file', 'x',
+                                   '--privsep_context', 'os.system']])
+def test_privsep_helper_is_unreachable_with_the_shipped_exec_dirs(
+        filters, exec_dirs, argv):
+    """oslo.rootwrap always adds a privsep-helper filter that takes any
+    arguments; with the shipped (empty) exec_dirs it finds nothing to run,
+    even where one is installed.  The same filter with a directory holding
+    one would run it as root."""
+    with pytest.raises(wrapper.FilterMatchNotExecutable):
+        wrapper.match_filter(filters, argv, exec_dirs=rootwrap_exec_dirs())
+    match = wrapper.match_filter(filters, argv, exec_dirs=exec_dirs)
+    assert match.name == 'privsep-helper'     # the danger it defends from
+
+
+def test_every_shipped_filter_names_an_absolute_program(filters):
+    for f in filters:
+        if f.name != 'privsep-helper':
+            assert f.exec_path.startswith('/'), f.name
 
 
 @pytest.mark.parametrize('argv', [
@@ -90,8 +122,12 @@ def test_default_commands_are_allowed(filters, exec_dirs, argv):
     # another way to name the binary
     ['/bin/systemctl', 'stop', UNIT],
     ['/tmp/systemctl', 'stop', UNIT],
-    # other binaries
-    ['kill', '-HUP', '1234'],
+    # other binaries (kill of a process that is not /usr/sbin/dnsmasq: this
+    # test's own, pid 1, a pid that does not exist, a bad signal)
+    ['kill', '-HUP', '1'],
+    ['kill', '1'],
+    ['kill', '-KILL', '1'],
+    ['kill', '999999999'],
     ['kill', '$(cat /run/dnsmasq.pid)'],
     ['pkill', '-F', '/run/dnsmasq.pid'],
     ['/bin/sh', '-c', 'systemctl stop %s' % UNIT],
@@ -108,8 +144,8 @@ def test_only_our_filters_and_rootwraps_builtin_are_loaded(filters):
     names = sorted(f.name for f in filters)
     # oslo.rootwrap always appends a privsep-helper filter: exec_dirs of
     # rootwrap.conf must not contain a privsep-helper (see admin guide).
-    assert names == ['privsep-helper', 'systemctl_reload', 'systemctl_start',
-                     'systemctl_stop']
+    assert names == ['kill_dnsmasq', 'kill_dnsmasq_signal', 'privsep-helper',
+                     'systemctl_reload', 'systemctl_start', 'systemctl_stop']
     assert all(f.run_as == 'root' for f in filters)
 
 
@@ -119,9 +155,10 @@ def test_rootwrap_conf():
         parser.read_file(f)
     rw = wrapper.RootwrapConfig(parser)
     assert rw.filters_path == ['/etc/pxefilterd/rootwrap.d']
-    # Only root-owned system directories: no /usr/local/bin (pip installs,
-    # venvs, privsep-helper of other projects), nothing user-writable.
-    assert rw.exec_dirs == ['/usr/sbin', '/usr/bin', '/sbin', '/bin']
+    # A directory that holds nothing: every filter has an absolute path,
+    # and rootwrap's built-in privsep-helper filter must find no program.
+    assert rw.exec_dirs == ['/usr/lib/pxefilterd/rootwrap-no-bin']
+    assert not any(os.path.exists(d) for d in rw.exec_dirs)
     assert rw.use_syslog is False
 
 
