@@ -72,8 +72,21 @@ class ServiceCollector(prometheus_client.registry.Collector):
             'for max_stale_seconds.', value=1 if s.failed_closed else 0)
         yield core.GaugeMetricFamily(
             'pxefilterd_dnsmasq_running',
-            '1 when pxefilterd has started dnsmasq (and not stopped it).',
+            '1 when dnsmasq runs: seen in its pid file, or (without '
+            'dnsmasq_pid_file) started and not stopped by pxefilterd.',
             value=1 if s.dnsmasq_running else 0)
+        state = core.GaugeMetricFamily(
+            'pxefilterd_dnsmasq_state',
+            'What pxefilterd sees of dnsmasq: 1 for the current state.',
+            labels=['state'])
+        current = s.dnsmasq_state.split(' ')[0]
+        for name in ('running', 'starting', 'gone', 'stopped', 'unknown'):
+            state.add_metric([name], 1 if name == current else 0)
+        yield state
+        yield core.CounterMetricFamily(
+            'pxefilterd_dnsmasq_starts',
+            'Successful runs of the dnsmasq start command (restarts '
+            'included).', value=s.dnsmasq_starts)
         yield core.CounterMetricFamily(
             'pxefilterd_syncs', 'Successful full port listings of ironic.',
             value=s.syncs)

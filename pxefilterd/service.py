@@ -22,12 +22,15 @@ nothing it does waits on ironic.
 import collections
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
 
 from pxefilterd import commands
+from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import feed
+from pxefilterd import guard as guard_mod
 from pxefilterd import hostsdir as hostsdir_mod
 from pxefilterd import macs
 from pxefilterd import policy
@@ -47,8 +50,19 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 78   # EX_CONFIG: systemd's RestartPreventExitStatus
 
-# Longest sleep of the loop, so that systemd watchdog pings keep flowing.
-_MAX_TICK = 5.0
+# Longest sleep of the loop: watchdog pings keep flowing, and a dnsmasq
+# that died is noticed within ~1 s.
+_MAX_TICK = 1.0
+#: Starts of dnsmasq in a row that may fail (or leave no dnsmasq running
+#: after START_GRACE) before pxefilterd gives up and exits.
+START_ATTEMPTS = 5
+#: Seconds a started dnsmasq has to show up in its pid file.
+START_GRACE = 15.0
+_START_BACKOFF_MAX = 16.0
+
+
+class DnsmasqFailure(Exception):
+    """dnsmasq cannot be kept serving: pxefilterd must exit."""
 
 
 @dataclasses.dataclass
@@ -81,6 +95,9 @@ class Stats:
     api_errors: int = 0
     heals: int = 0
     dnsmasq_running: bool = False
+    dnsmasq_state: str = 'stopped'     # observed: see dnsmasq.observe
+    dnsmasq_detail: str = ''
+    dnsmasq_starts: int = 0
     failed_closed: bool = False
     ports: int = 0
     inspected: int = 0
@@ -102,15 +119,22 @@ class Service:
 
     def __init__(self, settings, client, store, cmds, guard_factory=None,
                  watcher_factory=None, notifier=None, reload_settings=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, pid_file=None):
         self.settings = settings
         self.client = client
         self.store = store
         self.cmds = cmds
         self.stats = Stats()
         self.view = view_mod.IronicView()
+        self.runner = dnsmasq_mod.CommandRunner(wake=self.wake)
         self.writer = writer_mod.Writer(store, cmds.reload,
-                                        lambda: self.settings, clock)
+                                        lambda: self.settings, clock,
+                                        runner=self.runner)
+        self.pid_file = pid_file
+        self._start_job = None       # (future, why) of a start in flight
+        self._start_failures = 0
+        self._start_due = None       # when to try starting again
+        self._started_at = None      # a start succeeded then
         self._guard_factory = guard_factory
         self._watcher_factory = watcher_factory
         self._notifier = notifier
@@ -132,18 +156,47 @@ class Service:
         self.history = collections.OrderedDict()   # key -> last change
         self._threads = []
         self._seq = feed.Sequence()
+        self._relay = None
 
     # -- signals (any thread) ------------------------------------------------
 
-    def request_stop(self, reason):
-        """Ask the loop to exit cleanly (exit status 0)."""
+    def request_stop(self, reason, from_signal=False):
+        """Ask the loop to exit cleanly (exit status 0).
+
+        ``from_signal``: called by a signal handler, which runs in the
+        loop's own thread at any point -- possibly while that thread holds
+        the wake-up Event's lock: the wake-up then goes through a pipe and
+        a relay thread instead of taking the lock.
+        """
         if self._stop_reason is None:
             self._stop_reason = reason
-        self._wake.set()
+        self._wake_up(from_signal)
 
-    def request_reload(self):
+    def request_reload(self, from_signal=False):
         self._hup = True
-        self._wake.set()
+        self._wake_up(from_signal)
+
+    def _wake_up(self, from_signal):
+        if not from_signal:
+            self._wake.set()
+            return
+        if self._relay is None:
+            self._relay_r, self._relay_w = os.pipe()
+            self._relay = threading.Thread(target=self._relay_wakeups,
+                                           name='signal-relay', daemon=True)
+            self._relay.start()
+        try:
+            os.write(self._relay_w, b'!')
+        except OSError:
+            pass
+
+    def _relay_wakeups(self):
+        while os.read(self._relay_r, 64):
+            self._wake.set()
+
+    def prepare_for_signals(self):
+        """Start the signal relay now, in a normal context."""
+        self._wake_up(from_signal=True)
 
     def wake(self):
         self._wake.set()
@@ -167,7 +220,7 @@ class Service:
             code, reason = self._run_locked()
         except hostsdir_mod.HostsDirError as exc:
             code, reason = EXIT_FAILURE, 'hostsdir failure: %s' % exc
-        except commands.CommandError as exc:
+        except (commands.CommandError, DnsmasqFailure) as exc:
             code, reason = EXIT_FAILURE, str(exc)
         except Exception as exc:
             LOG.exception('Unexpected error')
@@ -199,7 +252,7 @@ class Service:
                 # dnsmasq still holds every record it read from purged
                 # files, and an exact-MAC allow beats the wildcard deny:
                 # drop them now, not after the first sync.
-                self.cmds.reload.run()
+                self._run_now(self.cmds.reload)
             # Started elsewhere: it serves, so bursts are paced.
             self._dnsmasq_serving()
         LOG.info('Hostsdir in the fail-closed state; waiting for the first '
@@ -210,22 +263,132 @@ class Service:
         self._armed = True
         if self._guard is not None:
             self._guard.arm()
-        if not external:
-            self.cmds.start.run()
-            self._dnsmasq_serving()
         self._start_watcher()
         if self._watcher is not None:
             # Anything changed before the watch existed has no event.
             self._rescan()
+        if external:
+            self._become_ready()
+        else:
+            self._start_dnsmasq('the first sync is done')
+        return self._loop()
+
+    def _become_ready(self):
         self._ready = True
         if self._notifier is not None:
             self._notifier.ready(self.status_line())
         LOG.info('Ready: %s', self.status_line())
-        return self._loop()
+
+    def _run_now(self, command):
+        """Run ``command`` in the command thread and wait for it, pinging
+        the watchdog; raise its CommandError."""
+        future = self.runner.submit(command)
+        while not future.done():
+            if self._notifier is not None:
+                self._notifier.watchdog()
+            self._wake.wait(_MAX_TICK)
+            self._wake.clear()
+        return future.result()
 
     def _dnsmasq_serving(self):
         self.stats.dnsmasq_running = True
         self.writer.dnsmasq_started()
+
+    # -- dnsmasq: starting it, and seeing that it runs -------------------
+
+    def _start_dnsmasq(self, why):
+        """Have the start command run (in the command thread)."""
+        self.stats.dnsmasq_state = 'starting'
+        self._start_due = None
+        self._start_job = (self.runner.submit(self.cmds.start), why)
+
+    def _start_failed(self, detail):
+        self._start_failures += 1
+        if self._start_failures >= START_ATTEMPTS:
+            raise DnsmasqFailure(
+                'dnsmasq could not be started %d times in a row; giving up '
+                '(systemd restarts pxefilterd and dnsmasq together): %s'
+                % (self._start_failures, detail))
+        delay = min(2.0 ** (self._start_failures - 1), _START_BACKOFF_MAX)
+        LOG.error('dnsmasq start %d of %d failed; trying again in %.0f s: %s',
+                  self._start_failures, START_ATTEMPTS, delay, detail)
+        self.stats.dnsmasq_state = 'stopped'
+        self._start_due = self._clock() + delay
+
+    def _restart(self, why):
+        """dnsmasq is not serving: put the hostsdir right, start it."""
+        LOG.error('dnsmasq is not running (%s); re-asserting the hostsdir and '
+                  'starting it again', why)
+        self.stats.dnsmasq_running = False
+        self.writer.serving = False     # it reads every file when it starts
+        self._rescan()
+        if self._notifier is not None:
+            self._notifier.status('dnsmasq not running (%s); restarting'
+                                  % why)
+        self._start_dnsmasq(why)
+
+    def _supervise(self):
+        """Follow a start in flight, retry one that failed, and look at
+        whether dnsmasq runs.
+
+        :raises DnsmasqFailure: it cannot be started.
+        """
+        now = self._clock()
+        if self._start_job is not None:
+            future, why = self._start_job
+            if not future.done():
+                return
+            self._start_job = None
+            exc = future.exception()
+            if exc is not None:
+                self._start_failed(str(exc))
+                return
+            self._started_at = now
+            self.stats.dnsmasq_starts += 1
+            if not self.pid_file:
+                self._start_failures = 0    # nothing more to wait for
+            self._dnsmasq_serving()
+            if not self._ready:
+                self._become_ready()
+            else:
+                LOG.warning('dnsmasq started again (%s)', why)
+        if self._start_due is not None:
+            if now >= self._start_due:
+                self._start_dnsmasq('retry')
+            return
+        seen = dnsmasq_mod.observe(self.pid_file)
+        self.stats.dnsmasq_detail = seen.detail
+        if seen.state == dnsmasq_mod.RUNNING:
+            self.stats.dnsmasq_state = 'running'
+            self.stats.dnsmasq_running = True
+            if self._start_failures and self._started_at is not None:
+                self._start_failures = 0
+            return
+        if seen.state == dnsmasq_mod.UNKNOWN:
+            self.stats.dnsmasq_state = ('unknown (assumed running)'
+                                        if self.stats.dnsmasq_running
+                                        else 'unknown')
+            return
+        external = not self.cmds.start
+        if external:
+            if self.stats.dnsmasq_state != 'gone':
+                LOG.error('dnsmasq (started elsewhere) is not running: %s; '
+                          'pxefilterd keeps the hostsdir right for when it '
+                          'is back', seen.detail)
+            self.stats.dnsmasq_state = 'gone'
+            self.stats.dnsmasq_running = False
+            return
+        if (self._started_at is not None
+                and now - self._started_at < START_GRACE
+                and self.stats.dnsmasq_state == 'starting'):
+            return      # give it the time to write its pid file
+        if self.stats.dnsmasq_state == 'starting':
+            # started, but never showed up
+            self._start_failed('dnsmasq did not run %.0f s after its start '
+                               'command: %s' % (START_GRACE, seen.detail))
+            return
+        self.stats.dnsmasq_state = 'gone'
+        self._restart(seen.detail)
 
     def _start_threads(self):
         lister = feed.Lister(self.client, self._post, lambda: self.settings,
@@ -269,6 +432,7 @@ class Service:
                 self._hup = False
                 self._reload()
             self._check_helpers()
+            self._supervise()
             self._heal()
             self._drain()
             self._check_stale()
@@ -452,8 +616,7 @@ class Service:
     # -- helpers: guard, watcher, reload --------------------------------------
 
     def _spawn_guard(self):
-        self._guard = self._guard_factory(self.cmds.stop.full_argv,
-                                          self.cmds.stop.timeout,
+        self._guard = self._guard_factory(self.cmds.stop,
                                           self.store.lock_fd)
         if self._armed:
             self._guard.arm()
@@ -482,9 +645,18 @@ class Service:
 
     def _check_helpers(self):
         if self._guard is not None and not self._guard.alive():
+            status = self._guard.proc.returncode
             LOG.error('The guard process exited unexpectedly (status %s); '
-                      'starting a new one', self._guard.proc.returncode)
+                      'starting a new one', status)
             self._spawn_guard()
+            if status in (guard_mod.EXIT_TERMINATED, guard_mod.EXIT_ORPHANED):
+                # It ran the stop command: dnsmasq is down under us.
+                if self.cmds.start and self._start_job is None:
+                    self._restart('the guard was signalled and stopped it')
+                elif not self.cmds.start:
+                    raise DnsmasqFailure(
+                        'the guard was signalled and stopped dnsmasq, which '
+                        'pxefilterd cannot start (no dnsmasq_start_command)')
         if self._watcher is not None and not self._watcher.alive():
             LOG.error('The hostsdir watcher died; restarting it and '
                       'rescanning the directory')
@@ -494,6 +666,8 @@ class Service:
         for thread in self._threads:
             if not thread.is_alive():
                 raise RuntimeError('the %s thread died' % thread.name)
+        if not self.runner.alive():
+            raise RuntimeError('the dnsmasq command thread died')
 
     def _heal(self):
         if self._watcher is None:
@@ -544,8 +718,10 @@ class Service:
     # -- exit ---------------------------------------------------------------
 
     def threads_alive(self):
-        """True while a feed thread still runs (e.g. waiting on ironic)."""
-        return any(thread.is_alive() for thread in self._threads)
+        """True while a feed thread or the command thread still runs (e.g.
+        waiting on ironic, or on a command until its timeout)."""
+        return (any(thread.is_alive() for thread in self._threads)
+                or self.runner.alive())
 
     def _shutdown(self, reason, code):
         """Stop dnsmasq first, then everything else; never raises.
@@ -557,12 +733,16 @@ class Service:
         """
         stopped = not self._armed
         if self._armed:
+            # Here, not in the command thread: nothing is left to keep
+            # right, and a reload still running there must not delay it.
             try:
                 self.cmds.stop.run()
                 stopped = True
             except commands.CommandError as exc:
                 LOG.error('Could not stop dnsmasq: %s', exc)
             self.stats.dnsmasq_running = False
+            self.stats.dnsmasq_state = 'stopped'
+        self.runner.shutdown()
         for thread in self._threads:
             thread.stop()
         for step in (self._stop_watcher, self._notify_stopping):

@@ -13,20 +13,23 @@ how by what dnsmasq can take:
   ``max_burst``).  Pacing never blocks: what is not written yet is written
   at a later call (see :meth:`Writer.next_due`).
 
-One failure policy for the reload command, wherever it runs (a large change
-set, a rebase, a compaction): the files dnsmasq may have missed are written
-again, paced, which makes dnsmasq read them without a reload; the reload is
-retried with backoff (1 s doubling to 60 s) and pacing is used meanwhile.  A
-failing reload is logged but never fatal: the state served can still be
-made right.  Write errors are the caller's (``TransientWriteError``: retry;
-``HostsDirError``: fatal).
+The reload command runs in the command thread
+(:class:`pxefilterd.dnsmasq.CommandRunner`); its outcome is looked at by the
+next call.  One failure policy for it, wherever it runs (a large change
+set, a rebase, a compaction): the files dnsmasq may have missed (for a
+compaction: the files removed) are written again, paced, which makes
+dnsmasq read them without a reload; the reload rests for a backoff (1 s
+doubling to 60 s) and pacing is used meanwhile.  A failing reload is logged
+but never fatal: the state served can still be made right.  Write errors
+are the caller's (``TransientWriteError``: retry; ``HostsDirError``:
+fatal).
 """
 
 import itertools
 import logging
 import time
 
-from pxefilterd import commands
+from pxefilterd import dnsmasq
 from pxefilterd import macs
 from pxefilterd import policy
 
@@ -50,11 +53,15 @@ class Writer:
     :ivar pending: changes left for a later call by pacing.
     """
 
-    def __init__(self, store, reload, settings, clock=time.monotonic):
+    def __init__(self, store, reload, settings, clock=time.monotonic,
+                 runner=None):
         self.store = store
         self.reload = reload
         self._settings = settings
         self._clock = clock
+        self._runner = runner or dnsmasq.Immediate()
+        self._reload_job = None      # (future, why, doubt) in flight
+        self._reload_queued = None   # (why, doubt) to run after it
         self.serving = False
         self.pending = 0
         self.reloads = 0
@@ -70,6 +77,7 @@ class Writer:
         empty and nothing it holds is in doubt."""
         self.serving = True
         self._unsure.clear()
+        self._reload_queued = None
         self._tokens = float(self._settings().max_burst)
         self._refilled = self._clock()
 
@@ -88,6 +96,7 @@ class Writer:
         :raises hostsdir.TransientWriteError, hostsdir.HostsDirError:
             from the store; the index still describes the disk.
         """
+        self._settle_reload()
         changes = policy.diff(self.store.current(), desired)
         for key in self._unsure:
             if key not in changes:
@@ -169,45 +178,71 @@ class Writer:
 
     # -- the reload command ------------------------------------------------
 
-    def run_reload(self, why, doubt=()):
-        """Run the reload command; return True if it succeeded.
+    @property
+    def reload_running(self):
+        return self._reload_job is not None
 
-        On failure the keys in ``doubt`` (what dnsmasq may not have read)
+    def run_reload(self, why, doubt=()):
+        """Have the reload command run (in the command thread).
+
+        If it fails, the keys in ``doubt`` (what dnsmasq may not have read)
         are written again, paced, by the next calls of :meth:`converge`,
-        and the reload command rests for a growing backoff.
+        and the reload command rests for a growing backoff.  A reload asked
+        for while one runs runs after it.
         """
-        try:
-            self.reload.run()
-        except commands.CommandError as exc:
+        if self._reload_job is not None:
+            queued_why, queued = self._reload_queued or (why, set())
+            self._reload_queued = (queued_why, queued | set(doubt))
+            return
+        self._reload_job = (self._runner.submit(self.reload), why,
+                            set(doubt))
+        self._settle_reload()
+
+    def _settle_reload(self):
+        """Take in the outcome of a finished reload."""
+        if self._reload_job is None or not self._reload_job[0].done():
+            return
+        future, why, doubt = self._reload_job
+        self._reload_job = None
+        exc = future.exception()
+        if exc is None:
+            self.reloads += 1
+            self._backoff = 0.0
+            self._reload_after = 0.0
+        else:
             self.reload_failures += 1
             self._backoff = min(max(2 * self._backoff, 1.0),
                                 _RELOAD_BACKOFF_MAX)
             self._reload_after = self._clock() + self._backoff
-            self._unsure |= set(doubt)
+            self._unsure |= doubt
             self.pending = max(self.pending, len(self._unsure))
             LOG.error('dnsmasq reload (%s) failed: %s; writing %d file(s) '
                       'again, paced, instead; reload retried in %.0f s at '
                       'the earliest', why, exc, len(self._unsure),
                       self._backoff)
-            return False
-        self.reloads += 1
-        self._backoff = 0.0
-        self._reload_after = 0.0
-        return True
+        if self._reload_queued is not None:
+            queued_why, queued = self._reload_queued
+            self._reload_queued = None
+            if exc is None:
+                self.run_reload(queued_why, queued)
+            else:
+                self._unsure |= queued
 
     def compact(self, desired, known):
         """Drop the files of MACs ironic no longer knows, then reload.
 
         dnsmasq keeps every record it has read until a reload; a MAC gone
         from ironic keeps a file (and a record) in the unknown state.  With
-        a base hosts file every record moves into it.  If the reload fails
-        the removed files are written back at once: without the reload
-        dnsmasq still holds their records, and nothing else could correct
-        them later.
+        a base hosts file every record moves into it.  Should the reload
+        fail, the removed files are written back (paced, as any file in
+        doubt): without the reload dnsmasq still holds their records, and
+        nothing else could correct them later.
 
         :returns: the number of MACs dropped, or None if nothing was done.
         """
-        if not self.reload_usable() or not self.serving:
+        self._settle_reload()
+        if (not self.reload_usable() or not self.serving
+                or self._reload_job is not None or self._unsure):
             return None
         gone = [mac for mac in self.store.cached() if mac not in known]
         per_mac = len(self.store.index) - (macs.WILDCARD in self.store.index)
@@ -218,12 +253,9 @@ class Writer:
             doubt = set(desired.macs) | {macs.WILDCARD}
         else:
             self.store.remove(gone)
-            doubt = ()
-        if not self.run_reload('compaction', doubt):
-            if not self.store.base_path:
-                self.store.apply({mac: desired.unknown for mac in gone})
-            return None
-        LOG.info('Compaction: dropped %d MAC(s) gone from ironic, folded '
-                 '%d file(s) into the base file; dnsmasq reloaded',
+            doubt = set(gone)
+        LOG.info('Compaction: dropping %d MAC(s) gone from ironic, folding '
+                 '%d file(s) into the base file; reloading dnsmasq',
                  len(gone), per_mac if self.store.base_path else 0)
+        self.run_reload('compaction', doubt)
         return len(gone)

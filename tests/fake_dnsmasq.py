@@ -1,12 +1,17 @@
-"""A stand-in for dnsmasq's start/stop commands in functional tests.
+"""A stand-in for dnsmasq's start/stop commands in unit and functional tests.
 
     fake_dnsmasq.py start PIDFILE   start a detached long-lived process
+                                    named "dnsmasq", and write PIDFILE
     fake_dnsmasq.py stop PIDFILE    SIGTERM it and wait until it is gone
 
-Only the process recorded in PIDFILE (started by this script) is signalled.
+The process is ``sleep`` run through a symlink named ``dnsmasq`` beside
+PIDFILE: the kernel names a process after the file it executes, so it looks
+like dnsmasq to pxefilterd's pid-file check.  Only the process recorded in
+PIDFILE (started by this script) is signalled.
 """
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,9 +28,11 @@ def alive(pid):
 
 
 def start(pidfile):
+    exe = os.path.join(os.path.dirname(os.path.abspath(pidfile)), 'dnsmasq')
+    if not os.path.lexists(exe):
+        os.symlink(shutil.which('sleep'), exe)
     proc = subprocess.Popen(
-        [sys.executable, '-c', 'import time; time.sleep(3600)'],
-        start_new_session=True, stdin=subprocess.DEVNULL,
+        [exe, '3600'], start_new_session=True, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(pidfile + '.tmp', 'w') as f:
         f.write('%d\n' % proc.pid)

@@ -28,17 +28,30 @@ opts = [
                     '"systemctl --no-block start pxefilterd-dnsmasq.service" '
                     '(--no-block: that unit is ordered after pxefilterd, '
                     'which is not started until this returns).  Empty: '
-                    'dnsmasq is managed elsewhere.  Parsed with shell '
-                    'quoting rules but run without a shell.'),
+                    'dnsmasq is managed elsewhere.  Commands with shell '
+                    'expansions ($(...), $VAR) are expanded by /bin/sh as '
+                    "pxefilterd's own user, and only the resulting argv is "
+                    'run through root_helper; shell operators (; | && '
+                    'redirections) are refused.'),
     cfg.StrOpt('dnsmasq_stop_command', default='',
                help='Command run (through root_helper) to stop dnsmasq when '
                     'pxefilterd exits or dies, e.g. '
-                    '"systemctl stop pxefilterd-dnsmasq.service".'),
+                    '"systemctl stop pxefilterd-dnsmasq.service" or '
+                    '"kill $(cat /run/pxefilterd-dnsmasq/dnsmasq.pid)".'),
     cfg.StrOpt('dnsmasq_reload_command', default='',
                help='Optional command that makes dnsmasq re-read the '
                     'hostsdir (SIGHUP), e.g. "systemctl reload '
                     'pxefilterd-dnsmasq.service".  Required to purge the '
                     'hostsdir while a dnsmasq started elsewhere is running.'),
+    cfg.StrOpt('dnsmasq_pid_file', default='',
+               help='The pid file of the dnsmasq that reads the hostsdir '
+                    '(its --pid-file).  pxefilterd reads it about once a '
+                    'second: when it names no running dnsmasq, the '
+                    'hostsdir is re-asserted and dnsmasq is started again '
+                    '(with backoff; after 5 failed starts in a row '
+                    'pxefilterd exits non-zero).  It is also how status and '
+                    'metrics tell whether dnsmasq really runs.  Empty: '
+                    'dnsmasq is not observed.'),
     cfg.FloatOpt('command_timeout', default=30.0, min=0.1, max=3600.0,
                  help='Seconds after which a start, stop or reload command '
                       'is killed and counted as failed.'),

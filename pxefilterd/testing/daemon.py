@@ -109,6 +109,7 @@ class PxefilterdRunner:
                                            if reload else ""),
                 "command_timeout": 10,
                 "lock_wait": 15,
+                "dnsmasq_pid_file": str(dnsmasq.pid_path),
             },
             "ironic": {"auth_type": "none", "endpoint_override": ironic_url,
                        "timeout": 5, "api_retries": 1,
@@ -136,7 +137,12 @@ class PxefilterdRunner:
             f"dnsmasq: RegExpFilter, {dm.binary}, root, "
             f"{re.escape(os.path.basename(dm.binary))}, {conf}\n"
             f"pkill: RegExpFilter, pkill, root, pkill, --signal, TERM|HUP, "
-            f"--pidfile, {pidfile}, --exact, dnsmasq\n")
+            f"--pidfile, {pidfile}, --exact, dnsmasq\n"
+            # the shipped filters for ironic-inspector style commands
+            # ("kill $(cat PIDFILE)"): only a dnsmasq may be signalled
+            f"kill_dnsmasq: KillFilter, root, {dm.binary}\n"
+            f"kill_dnsmasq_signal: KillFilter, root, {dm.binary}, -TERM, "
+            f"-15, -HUP, -1\n")
         conf_path = self.workdir / "rootwrap.conf"
         conf_path.write_text(
             "[DEFAULT]\n"

@@ -37,7 +37,8 @@ def fake_service(with_hook=False):
                           syncs=12, api_errors=3, heals=1,
                           dnsmasq_running=True, failed_closed=False,
                           last_contact=1700000001.0, ports=1234,
-                          inspected=5)
+                          inspected=5, dnsmasq_state='running',
+                          dnsmasq_starts=2)
     svc = types.SimpleNamespace(stats=stats,
                                 store=types.SimpleNamespace(files_written=57))
     if with_hook:
@@ -102,6 +103,9 @@ def test_scrape_every_metric(serve):
         1700000001.0
     assert samples['pxefilterd_ironic_ports'] == 1234
     assert samples['pxefilterd_inspected_nodes'] == 5
+    assert samples['pxefilterd_dnsmasq_state,state=running'] == 1
+    assert samples['pxefilterd_dnsmasq_state,state=gone'] == 0
+    assert samples['pxefilterd_dnsmasq_starts_total'] == 2
     assert types_['pxefilterd_syncs'] == 'counter'
     assert types_['pxefilterd_macs'] == 'gauge'
     assert types_['pxefilterd_sync_duration_seconds'] == 'gauge'
@@ -151,5 +155,7 @@ def test_every_stats_field_is_exported():
     exported = {'allowed', 'denied', 'unknown', 'last_sync',
                 'last_sync_duration', 'syncs', 'api_errors', 'heals',
                 'dnsmasq_running', 'failed_closed', 'last_contact', 'ports',
-                'inspected'}
+                'inspected', 'dnsmasq_state', 'dnsmasq_starts',
+                # text for status lines, not a metric:
+                'dnsmasq_detail'}
     assert {f.name for f in dataclasses.fields(service.Stats)} == exported

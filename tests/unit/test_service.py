@@ -338,11 +338,12 @@ def test_noop_sync_writes_nothing(harness):
     h.stop()
 
 
-def test_failing_start_command_stops_and_exits_nonzero(harness):
+def test_failing_start_command_is_retried_then_fatal(harness, monkeypatch):
+    monkeypatch.setattr(service, 'START_ATTEMPTS', 3)
     h = harness(start_code=3).start()
-    h.thread.join(timeout=20)
+    h.thread.join(timeout=30)
     assert h.code == service.EXIT_FAILURE
-    assert h.names() == ['start', 'stop']
+    assert h.names() == ['start', 'start', 'start', 'stop']
 
 
 def test_vanished_hostsdir_is_fatal_and_stops_dnsmasq(harness):
@@ -504,7 +505,9 @@ def test_base_file_first_sync_and_compaction(harness, tmp_path):
     h.stop()
 
 
-def test_hanging_start_command_times_out_and_stops(harness, tmp_path):
+def test_hanging_start_command_times_out_and_stops(harness, tmp_path,
+                                                   monkeypatch):
+    monkeypatch.setattr(service, 'START_ATTEMPTS', 2)
     h = harness()
     h.cmds.start = commands.Command(
         'start', [sys.executable, '-c', 'import time; time.sleep(60)'],
@@ -557,3 +560,138 @@ def test_each_decision_change_is_logged_once_with_its_reason(harness,
         'port in ironic, and no node is inspected: denied '
         '[rule=unknown-no-inspection]' % (A1, h.node_a)]
     assert h.svc.history[A1][1:3] == ('allow', 'deny')
+
+
+FAKE_DNSMASQ = os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                            'fake_dnsmasq.py')
+
+
+@pytest.fixture
+def supervised(harness, tmp_path):
+    """A harness whose start/stop commands run a fake dnsmasq (a process
+    named dnsmasq) with a pid file the service watches."""
+    pid_file = str(tmp_path / 'run' / 'dnsmasq.pid')
+    os.makedirs(os.path.dirname(pid_file))
+    made = []
+
+    def make(**kwargs):
+        h = harness(**kwargs)
+        for name in ('start', 'stop'):
+            setattr(h.cmds, name, commands.Command(
+                name, [sys.executable, FAKE_DNSMASQ, name, pid_file],
+                timeout=10))
+        h.svc.cmds = h.cmds
+        h.svc.pid_file = pid_file
+        h.pid_file = pid_file
+        made.append(h)
+        return h
+
+    yield make
+    if made:
+        try:
+            os.kill(int(open(pid_file).read()), 9)
+        except (OSError, ValueError):
+            pass
+
+
+def dnsmasq_pid(h):
+    try:
+        return int(open(h.pid_file).read())
+    except (OSError, ValueError):
+        return None
+
+
+def test_dnsmasq_killed_is_noticed_and_started_again(supervised):
+    h = supervised().start()
+    wait_for(lambda: h.svc.stats.dnsmasq_state == 'running')
+    first = dnsmasq_pid(h)
+    os.kill(first, 9)
+    wait_for(lambda: dnsmasq_pid(h) not in (None, first)
+             and h.svc.stats.dnsmasq_state == 'running', timeout=10,
+             what='a new dnsmasq')
+    assert h.svc.stats.dnsmasq_starts == 2
+    assert h.stop() == service.EXIT_OK
+
+
+def test_a_dnsmasq_that_never_shows_up_is_fatal(supervised, monkeypatch):
+    monkeypatch.setattr(service, 'START_ATTEMPTS', 2)
+    monkeypatch.setattr(service, 'START_GRACE', 0.3)
+    h = supervised()
+    h.svc.pid_file = h.pid_file + '.wrong'
+    h.start()
+    h.thread.join(timeout=30)
+    assert h.code == service.EXIT_FAILURE
+    assert h.svc.stats.dnsmasq_starts == 2
+
+
+def test_the_guard_stopping_dnsmasq_gets_it_started_again(supervised):
+    from pxefilterd import guard
+    h = supervised()
+    h.svc._guard_factory = guard.Guard
+    h.start()
+    wait_for(lambda: h.svc.stats.dnsmasq_state == 'running')
+    first = dnsmasq_pid(h)
+    h.svc._guard.proc.terminate()     # it runs the stop command, exits 3
+    wait_for(lambda: dnsmasq_pid(h) not in (None, first)
+             and h.svc.stats.dnsmasq_state == 'running', timeout=15,
+             what='dnsmasq started again')
+    assert h.svc._guard.alive()
+    assert h.stop() == service.EXIT_OK
+
+
+def test_status_without_a_pid_file_is_not_assumed_silently(harness):
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    wait_for(lambda: h.svc.stats.dnsmasq_state.startswith('unknown'))
+    assert h.svc.stats.dnsmasq_state == 'unknown (assumed running)'
+    assert 'dnsmasq_pid_file' in h.svc.stats.dnsmasq_detail
+    h.stop()
+
+
+def test_a_failing_reload_in_a_burst_is_not_fatal(harness):
+    h = harness(reload=True, settings=service.Settings(
+        sync_period=3600, poll_interval=0.05, lock_wait=0, max_burst=5,
+        burst_rate=1000))
+    h.cmds.reload = commands.Command('reload', ['false'])
+    h.svc.cmds = h.cmds
+    h.svc.writer.reload = h.cmds.reload
+    nodes = many_ports(h, 20)
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    for node in nodes:
+        h.inspect(node)
+    wait_for(lambda: h.svc.writer.reload_failures >= 1, what='a failure')
+    wait_for(lambda: sum(1 for v in h.files().values()
+                         if not v.endswith(',ignore\n')) == 21)
+    wait_for(lambda: h.svc.writer.pending == 0, what='re-asserted')
+    assert h.thread.is_alive()
+    assert h.stop() == service.EXIT_OK
+
+
+SIGNAL_PROBE = '''
+import os, signal, sys
+from pxefilterd import commands, service
+svc = service.Service(service.Settings(), None, None, commands.Commands())
+svc.prepare_for_signals()
+relay = sys.argv[1] == 'relay'
+signal.signal(signal.SIGTERM, lambda *a: svc.request_stop(
+    'SIGTERM', from_signal=relay))
+# The loop thread inside Event.clear()/wait() holds the Event's lock when
+# the signal arrives: the handler runs right there, in the same thread.
+with svc._wake._cond:
+    os.kill(os.getpid(), signal.SIGTERM)
+print('woken' if svc._wake.wait(5) else 'not woken', flush=True)
+'''
+
+
+@pytest.mark.parametrize('mode,expected', [('relay', 'woken'),
+                                           ('direct', None)])
+def test_a_signal_never_deadlocks_on_the_wake_up_lock(mode, expected):
+    import subprocess
+    try:
+        out = subprocess.run([sys.executable, '-c', SIGNAL_PROBE, mode],
+                             capture_output=True, text=True, timeout=4)
+    except subprocess.TimeoutExpired:
+        assert expected is None       # Event.set() from the handler: hung
+        return
+    assert out.stdout.strip() == expected, out.stderr

@@ -1,0 +1,150 @@
+"""dnsmasq as pxefilterd drives it: its commands run off the loop thread,
+and whether it runs is observed, not assumed.
+
+:class:`CommandRunner` runs the start / stop / reload commands one at a time
+in a thread of its own, so the loop that keeps the hostsdir right and pings
+systemd never waits for one (each has ``command_timeout`` anyway).
+
+:func:`observe` tells whether dnsmasq runs, from its pid file
+(``[dnsmasq_pxe_filter] dnsmasq_pid_file``): the file must name a live
+process whose name is ``dnsmasq``.  No external command is needed, so the
+loop checks at every iteration (at least once a second).  Without a pid
+file nothing can be observed, and the state says so.
+"""
+
+import concurrent.futures
+import dataclasses
+import logging
+import queue
+import threading
+import typing
+
+LOG = logging.getLogger(__name__)
+
+RUNNING = 'running'
+GONE = 'gone'
+UNKNOWN = 'unknown'
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """What could be seen of dnsmasq.
+
+    :ivar state: :data:`RUNNING`, :data:`GONE` or :data:`UNKNOWN`.
+    :ivar pid: its process ID, when known.
+    :ivar detail: one line saying what was seen.
+    """
+
+    state: str
+    pid: typing.Optional[int] = None
+    detail: str = ''
+
+
+def _process_name(pid):
+    """Return ``(name, state letter)`` of ``pid``, or None if it is gone."""
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            data = f.read()
+    except OSError:
+        return None
+    open_paren, close_paren = data.index(b'('), data.rindex(b')')
+    name = data[open_paren + 1:close_paren].decode('utf-8', 'replace')
+    state = data[close_paren + 2:close_paren + 3].decode('ascii', 'replace')
+    return name, state
+
+
+def observe(pid_file):
+    """Return an :class:`Observation` from ``pid_file`` (or None)."""
+    if not pid_file:
+        return Observation(UNKNOWN, detail='not observed: no '
+                           '[dnsmasq_pxe_filter] dnsmasq_pid_file')
+    try:
+        with open(pid_file, 'rb') as f:
+            text = f.read(64).decode('ascii', 'replace').strip()
+    except FileNotFoundError:
+        return Observation(GONE, detail='its pid file %s does not exist'
+                           % pid_file)
+    except OSError as exc:
+        return Observation(UNKNOWN, detail='its pid file %s cannot be read: '
+                           '%s' % (pid_file, exc.strerror or exc))
+    try:
+        pid = int(text)
+    except ValueError:
+        return Observation(GONE, detail='its pid file %s holds %r, not a pid'
+                           % (pid_file, text[:20]))
+    if pid <= 0:
+        return Observation(GONE, detail='its pid file %s holds %d'
+                           % (pid_file, pid))
+    seen = _process_name(pid)
+    if seen is None:
+        return Observation(GONE, pid, 'pid %d (from %s) does not exist'
+                           % (pid, pid_file))
+    name, state = seen
+    if state in ('Z', 'X'):
+        return Observation(GONE, pid, 'pid %d (from %s) has exited'
+                           % (pid, pid_file))
+    if name != 'dnsmasq':
+        return Observation(GONE, pid, 'pid %d (from %s) is %r, not dnsmasq'
+                           % (pid, pid_file, name))
+    return Observation(RUNNING, pid, 'pid %d' % pid)
+
+
+class CommandRunner:
+    """Runs commands one at a time in a daemon thread.
+
+    :meth:`submit` returns a :class:`concurrent.futures.Future` whose result
+    is the command's output, or whose exception is its
+    :class:`pxefilterd.commands.CommandError`.  (Not a thread pool: the
+    interpreter joins those at exit, and a hung command must not hold the
+    exit.)
+    """
+
+    def __init__(self, wake=None):
+        self._wake = wake
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work,
+                                        name='dnsmasq-command', daemon=True)
+        self._thread.start()
+
+    def _work(self):
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            command, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(command.run())
+            except Exception as exc:
+                future.set_exception(exc)
+            if self._wake is not None:
+                self._wake()
+
+    def submit(self, command):
+        future = concurrent.futures.Future()
+        self._jobs.put((command, future))
+        return future
+
+    def shutdown(self):
+        """Stop taking commands; a running one is left to finish alone."""
+        self._jobs.put(None)
+
+    def alive(self):
+        return self._thread.is_alive()
+
+
+class Immediate:
+    """A :class:`CommandRunner` stand-in that runs commands at once, in the
+    caller's thread (for tools and tests that have no loop to protect)."""
+
+    def submit(self, command):
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(command.run())
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self):
+        pass
