@@ -33,10 +33,12 @@ retries.
      node edits), paged back to the newest change already seen minus
      :data:`UPDATE_OVERLAP` (commit order and conductor clocks).
 
-:class:`Lister`, every ``sync_period``: the full port listing, the backstop
-for what leaves no trace in any cheap listing -- deletions of ports and
-nodes that are not inspected.  It also runs at start-up (the first sync)
-and whenever a feed could not find where it left off.
+:class:`Lister`, every ``sync_period`` (or less often, so that listings
+take at most :data:`LISTING_BUDGET` of ironic's time): the full port
+listing, the backstop for what leaves no trace in any cheap listing --
+deletions of ports and nodes that are not inspected.  It also runs at
+start-up (the first sync) and whenever a feed could not find where it left
+off.
 """
 
 import collections
@@ -66,6 +68,9 @@ IDLE_FEED_INTERVAL = 30.0
 #: Most of ironic's time one change feed may take (its last read's
 #: duration over the time between two reads).
 FEED_BUDGET = 0.05
+#: Most of ironic's time the backstop listing may take: listings are
+#: spaced by at least their own duration over this.
+LISTING_BUDGET = 0.02
 #: Inspection polls between two listings of the ``inspecting`` state.
 INSPECTING_EVERY = 5
 #: Longest wait after a failed cycle before the next try.
@@ -175,10 +180,15 @@ class Lister(_Worker):
     def __init__(self, client, post, settings, seq, clock=time.monotonic):
         super().__init__('ironic-listing', client, post, settings, seq,
                          clock)
+        self._last_duration = 0.0
 
     def interval(self):
         period = self._settings().sync_period
-        return period if period > 0 else float('inf')
+        if period <= 0:
+            return float('inf')
+        # Never more than LISTING_BUDGET of ironic's time, however large
+        # the fleet (a listing is ~0.25 s of server time per 1000 ports).
+        return max(period, self._last_duration / LISTING_BUDGET)
 
     @staticmethod
     def retry_wait(interval, backoff):
@@ -186,7 +196,9 @@ class Lister(_Worker):
         return min(interval, backoff)
 
     def cycle(self, events):
+        started = self._clock()
         events.append(self.client.listing(self._seq))
+        self._last_duration = self._clock() - started
         return True
 
 

@@ -380,3 +380,21 @@ def test_a_feed_that_costs_ironic_too_much_is_read_less_often(fake):
     rig.poll()
     assert [q.get('sort_key') for p, q in fake.requests
             if 'sort_key' in q][-2:] == ['id', 'updated_at']
+
+
+def test_listings_take_at_most_their_budget_of_ironic(fake):
+    enroll(fake, 3)
+    rig = Rig(fake, sync_period=900)
+    clock = rig.clock
+    real_listing = rig.client.listing
+
+    def slow_listing(seq):
+        clock.now += 30.0          # "took" 30 s, as 120k ports would
+        return real_listing(seq)
+
+    rig.client.listing = slow_listing
+    assert rig.lister.interval() == 900
+    rig.list()
+    assert rig.lister.interval() == pytest.approx(30 / feed.LISTING_BUDGET)
+    rig.settings = service.Settings(sync_period=3600)
+    assert rig.lister.interval() == 3600
