@@ -27,6 +27,7 @@ import fcntl
 import logging
 import os
 import re
+import stat
 import time
 
 from pxefilterd import macs
@@ -207,15 +208,17 @@ class HostsDir:
     def purge(self):
         """Remove every file from the directory; return how many.
 
-        Only safe while dnsmasq is not running, or followed by a reload:
-        dnsmasq keeps what it read from a deleted file.
+        Entries that are not regular files (directories, symlinks --
+        dnsmasq follows those --, FIFOs...) are moved to the quarantine
+        directory instead, and logged.  Only safe while dnsmasq is not
+        running, or followed by a reload: dnsmasq keeps what it read from a
+        deleted file.
         """
         count = 0
         with os.scandir(self.path) as entries:
             for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    LOG.warning('Purge: %s is a directory; left in place',
-                                entry.path)
+                if not entry.is_file(follow_symlinks=False):
+                    LOG.warning('Purge: %s', self._move_away(entry.name))
                     continue
                 os.unlink(entry.path)
                 count += 1
@@ -227,14 +230,18 @@ class HostsDir:
         """Index what is on disk instead of purging; return foreign names.
 
         Files with a valid name but invalid content are indexed as None so
-        the next apply rewrites them.
+        the next apply rewrites them.  Entries that are not regular files
+        are quarantined (and logged), whatever their name.
         """
         self.index = {}
         foreign = []
         with os.scandir(self.path) as entries:
             for entry in entries:
+                if not entry.is_file(follow_symlinks=False):
+                    LOG.warning('Hostsdir: %s', self._move_away(entry.name))
+                    continue
                 key = key_for_name(entry.name)
-                if key is None or not entry.is_file(follow_symlinks=False):
+                if key is None:
                     foreign.append(entry.name)
                     continue
                 self.index[key] = parse(key, self._read(entry.path))
@@ -403,6 +410,15 @@ class HostsDir:
             except OSError:
                 pass
         self._own.pop(name, None)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            mode = None
+        except OSError as exc:
+            raise HostsDirError('cannot look at %s: %s'
+                                % (path, exc.strerror)) from exc
+        if mode is not None and not stat.S_ISREG(mode):
+            return self._quarantine_special(name, path, key)
         if key is None:
             return self._quarantine(name, path)
         try:
@@ -426,22 +442,82 @@ class HostsDir:
             what = 'held %r' % data[:64]
         return '%s %s; rewritten to %s' % (path, what, expected.value)
 
+    def _quarantine_dir(self):
+        qdir = os.path.join(self.staging, QUARANTINE_DIR)
+        os.makedirs(qdir, mode=0o700, exist_ok=True)
+        return qdir
+
+    def _move_away(self, name):
+        """Move an entry that is not a regular file to the quarantine
+        directory; return a one-line description."""
+        path = os.path.join(self.path, name)
+        try:
+            mode = os.lstat(path).st_mode
+        except FileNotFoundError:
+            return '%s vanished' % path
+        kind = ('a symlink to %r' % os.readlink(path) if stat.S_ISLNK(mode)
+                else 'a directory' if stat.S_ISDIR(mode)
+                else 'not a regular file (mode %o)' % stat.S_IFMT(mode))
+        target = os.path.join(self._quarantine_dir(),
+                              '%s.%d' % (name, time.time_ns()))
+        os.rename(path, target)
+        return '%s was %s; moved to %s' % (path, kind, target)
+
+    def _quarantine_special(self, name, path, key):
+        """A symlink, directory or other special entry: dnsmasq follows
+        symlinks, so what it read may be anything.  Move it away, then put
+        our own record back: for a MAC name its file, for any other name
+        every MAC (and the wildcard) the target mentions."""
+        data = b''
+        if os.path.islink(path):
+            data = self._read_target(path)
+        what = self._move_away(name)
+        if key is not None:
+            reasserted = {key}
+        else:
+            reasserted = self._mentioned(data)
+        for item in sorted(reasserted):
+            expected = self.index.get(item)
+            if expected is None:
+                expected = self.index.get(macs.WILDCARD, Action.DENY)
+            self.write(item, expected)
+        return '%s; %d of our records re-asserted' % (what, len(reasserted))
+
+    @staticmethod
+    def _read_target(path):
+        """What a symlink points at, if it is a regular file (64 KiB)."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return b''
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return b''
+            return os.read(fd, 65536)
+        except OSError:
+            return b''
+        finally:
+            os.close(fd)
+
+    def _mentioned(self, data):
+        found = set()
+        for token in _MAC_TOKEN_RE.findall(data):
+            mac = macs.normalize_mac(token.decode('ascii'))
+            if mac is not None and mac in self.index:
+                found.add(mac)
+        if b'*' in data and macs.WILDCARD in self.index:
+            found.add(macs.WILDCARD)
+        return found
+
     def _quarantine(self, name, path):
         try:
             data = self._read(path)
         except OSError:
             return None   # gone again, or a directory: nothing to undo
-        qdir = os.path.join(self.staging, QUARANTINE_DIR)
-        os.makedirs(qdir, mode=0o700, exist_ok=True)
-        target = os.path.join(qdir, '%s.%d' % (name, time.time_ns()))
+        target = os.path.join(self._quarantine_dir(),
+                              '%s.%d' % (name, time.time_ns()))
         os.rename(path, target)
-        reasserted = set()
-        for token in _MAC_TOKEN_RE.findall(data):
-            mac = macs.normalize_mac(token.decode('ascii'))
-            if mac is not None and mac in self.index:
-                reasserted.add(mac)
-        if b'*' in data and macs.WILDCARD in self.index:
-            reasserted.add(macs.WILDCARD)
+        reasserted = self._mentioned(data)
         for key in sorted(reasserted):
             self.write(key, self.index[key])
         return ('foreign file %s moved to %s; %d of our records re-asserted'

@@ -117,15 +117,59 @@ def test_vanished_directory_is_fatal(store, tmp_path):
     assert not isinstance(info.value, hostsdir.TransientWriteError)
 
 
-def test_purge_removes_files_keeps_dirs(store):
+def test_purge_removes_files_and_quarantines_the_rest(store):
     store.apply({M1: Action.DENY})
     open(os.path.join(store.path, 'garbage'), 'w').write('x')
     os.symlink('/etc/passwd', os.path.join(store.path, 'link'))
     os.mkdir(os.path.join(store.path, 'subdir'))
-    assert store.purge() == 3
-    assert os.listdir(store.path) == ['subdir']
+    assert store.purge() == 2
+    assert os.listdir(store.path) == []
+    quarantined = sorted(n.split('.')[0] for n in os.listdir(
+        os.path.join(store.staging, hostsdir.QUARANTINE_DIR)))
+    assert quarantined == ['link', 'subdir']
     assert store.index == {}
     assert os.path.exists('/etc/passwd')
+
+
+@pytest.mark.parametrize('kind', ['symlink', 'directory', 'fifo'])
+@pytest.mark.parametrize('name', [M1, 'unknown_hosts_filter', 'evil'])
+def test_special_entries_are_quarantined_and_our_record_rewritten(
+        store, kind, name):
+    """dnsmasq follows symlinks: a symlink named like a MAC (or the
+    wildcard, or anything) could feed it any record.  It is moved away and
+    our own file put back."""
+    store.apply({M1: Action.DENY, macs.WILDCARD: Action.ALLOW})
+    target = os.path.join(os.path.dirname(store.path), 'target')
+    with open(target, 'w') as f:
+        f.write('%s\n*:*:*:*:*:*,ignore\n' % M1)   # allow M1, deny all
+    path = os.path.join(store.path, name)
+    if os.path.lexists(path):
+        os.unlink(path)
+    if kind == 'symlink':
+        os.symlink(target, path)
+    elif kind == 'directory':
+        os.mkdir(path)
+    else:
+        os.mkfifo(path)
+    message = store.heal(name)
+    assert 'moved to' in message
+    assert stat.S_ISREG(os.lstat(os.path.join(store.path, M1)).st_mode)
+    assert listing(store)[M1] == b'52:54:00:00:00:01,ignore\n'
+    assert listing(store)['unknown_hosts_filter'] == b'*:*:*:*:*:*\n'
+    if name == 'evil':
+        assert 'evil' not in os.listdir(store.path)
+        # the records the symlink's target held are re-asserted
+        if kind == 'symlink':
+            assert '2 of our records re-asserted' in message
+
+
+def test_rescan_quarantines_special_entries(store):
+    store.apply({M1: Action.DENY})
+    os.symlink('/etc/passwd', os.path.join(store.path, M2))
+    messages = store.rescan()
+    assert any('symlink' in m for m in messages)
+    assert not os.path.islink(os.path.join(store.path, M2))
+    assert listing(store)[M2] == b'52:54:00:00:00:02,ignore\n'
 
 
 def test_load_indexes_valid_and_flags_invalid(store):
