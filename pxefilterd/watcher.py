@@ -4,6 +4,15 @@ The handler only records *names* and wakes the service loop; every read and
 repair happens in the service thread (:meth:`HostsDir.heal`), so the store
 has a single writer.  Our own renames show up as "created" events and are
 recognised there by inode, without reading the file.
+
+When the kernel's inotify queue overflows, events are lost and the whole
+directory must be compared again.  watchdog (7.1.0 and later) calls
+``on_queue_overflow`` of every inotify watch callback -- here, the watch
+group of the hostsdir's emitter -- when the kernel reports the overflow;
+earlier releases drop it silently, hence the pinned versions
+(``requirements.txt``; ``tests/unit/test_packaging.py`` checks the hook is
+where this module expects it).  The emitter here is watchdog's inotify
+emitter, with that call passed on to the watcher.
 """
 
 import logging
@@ -11,24 +20,42 @@ import os
 import threading
 
 from watchdog import events
-from watchdog.observers import Observer
+from watchdog.observers import api
+from watchdog.observers import inotify
+from watchdog.observers import inotify_c
 
 LOG = logging.getLogger(__name__)
 
-# watchdog reports a kernel queue overflow only as a log record on this
-# logger; it is the one signal that events were lost, so we listen for it.
-_WATCHDOG_LOGGER = 'watchdog.observers.inotify_c'
+
+def _emitter_class(on_overflow):
+    class Emitter(inotify.InotifyEmitter):
+        def on_thread_start(self):
+            super().on_thread_start()
+            group = self._inotify
+            library_hook = group.on_queue_overflow
+
+            def on_queue_overflow():
+                library_hook()
+                on_overflow()
+
+            group.on_queue_overflow = on_queue_overflow
+
+    return Emitter
 
 
-class _OverflowFilter(logging.Filter):
-    def __init__(self, watcher):
-        super().__init__()
-        self._watcher = watcher
+class _Observer(api.BaseObserver):
+    """watchdog's inotify observer, with an overflow-reporting emitter."""
 
-    def filter(self, record):
-        if 'overflow' in record.getMessage().lower():
-            self._watcher.events_lost()
-        return True
+    def __init__(self, on_overflow):
+        self._inotify_fd = inotify_c.InotifyFD()
+        self._inotify_fd.start()
+        super().__init__(_emitter_class(on_overflow),
+                         inotify_fd=self._inotify_fd)
+
+    def on_thread_stop(self):
+        super().on_thread_stop()
+        self._inotify_fd.stop()
+        self._inotify_fd.join()
 
 
 class HostsDirWatcher(events.FileSystemEventHandler):
@@ -46,17 +73,14 @@ class HostsDirWatcher(events.FileSystemEventHandler):
         self._pending = {}
         self._lost = False
         self._observer = None
-        self._filter = _OverflowFilter(self)
 
     def start(self):
-        self._observer = Observer()
+        self._observer = _Observer(self.events_lost)
         self._observer.schedule(self, self.path, recursive=False)
         self._observer.daemon = True
         self._observer.start()
-        logging.getLogger(_WATCHDOG_LOGGER).addFilter(self._filter)
 
     def stop(self):
-        logging.getLogger(_WATCHDOG_LOGGER).removeFilter(self._filter)
         observer, self._observer = self._observer, None
         if observer is not None:
             observer.stop()

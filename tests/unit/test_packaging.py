@@ -6,6 +6,7 @@ oslo-config-generator) make their test skip with the reason.
 """
 
 import difflib
+import inspect
 import os
 import pathlib
 import shutil
@@ -295,3 +296,21 @@ def test_setup_cfg_ships_the_operator_files():
         assert path in setup_cfg, path
         # pbr expands only a trailing "dir/*"
         assert '*' not in path or path.endswith('/*')
+
+
+def test_watchdog_has_the_overflow_hook_the_watcher_uses():
+    """pxefilterd/watcher.py wraps InotifyWatchGroup.on_queue_overflow,
+    which watchdog calls when the kernel's inotify queue overflows; it
+    exists from 7.1.0 on (older releases drop the overflow silently)."""
+    from importlib import metadata
+
+    from watchdog.observers import inotify
+    requirement = [line for line in (REPO / 'requirements.txt').read_text()
+                   .splitlines() if line.startswith('watchdog')]
+    assert requirement == ['watchdog>=7.1.0,<8']
+    version = tuple(int(p) for p in metadata.version('watchdog').split('.')
+                    [:2])
+    assert (7, 1) <= version < (8, 0)
+    assert callable(inotify.InotifyWatchGroup.on_queue_overflow)
+    assert 'self._inotify = InotifyWatchGroup(' in inspect.getsource(
+        inotify.InotifyEmitter.on_thread_start)
