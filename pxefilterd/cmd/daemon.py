@@ -3,9 +3,9 @@
 import ctypes
 import logging
 import os
+import select
 import signal
 import sys
-import threading
 
 from oslo_config import cfg
 from oslo_log import log
@@ -78,7 +78,8 @@ def build_service(conf):
         guard_factory=guard.Guard if dn.guard else None,
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
         notifier=notify.Notifier(),
-        reload_settings=reload_settings)
+        reload_settings=reload_settings,
+        pid_file=dn.dnsmasq_pid_file or None)
 
 
 # mallopt(3) parameter number, from glibc's <malloc.h>.
@@ -103,31 +104,60 @@ def tune_malloc(threshold=128 * 1024):
 
 
 def _install_signals(svc):
+    # The handlers take no lock (see Service.request_stop).
+    svc.prepare_for_signals()
+
     def on_stop(signum, frame):
-        svc.request_stop('received %s' % signal.Signals(signum).name)
+        svc.request_stop('received %s' % signal.Signals(signum).name,
+                         from_signal=True)
 
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP, lambda signum, frame: svc.request_reload())
+    signal.signal(signal.SIGHUP,
+                  lambda signum, frame: svc.request_reload(from_signal=True))
 
 
-def _run_noop():
-    stop = threading.Event()
-    reason = []
+def _run_noop(conf, tick=5.0):
+    """``[pxe_filter] driver = noop``: touch nothing, but behave as the
+    shipped unit expects: READY, a watchdog ping every ``tick`` seconds,
+    SIGHUP re-reads the configuration, SIGTERM exits 0."""
+    # A pipe, not an Event: a handler runs in this thread, maybe while it
+    # holds the Event's lock.
+    wake_r, wake_w = os.pipe()
+    signals = []
 
-    def on_stop(signum, frame):
-        reason.append(signal.Signals(signum).name)
-        stop.set()
+    def on_signal(signum, frame):
+        signals.append(signal.Signals(signum).name)
+        os.write(wake_w, b'!')
 
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    notify.Notifier().ready('noop driver: PXE filtering disabled')
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    notifier = notify.Notifier()
+    status = 'noop driver: PXE filtering disabled'
+    notifier.ready(status)
     LOG.warning('[pxe_filter] driver = noop: PXE filtering is disabled; '
                 'the hostsdir and dnsmasq are not touched')
-    while not stop.wait(3600):
-        pass
-    LOG.info('pxefilterd exiting with status 0: received %s', reason[0])
-    return service.EXIT_OK
+    while True:
+        notifier.watchdog()
+        if select.select([wake_r], [], [], tick)[0]:
+            os.read(wake_r, 64)
+        while signals:
+            name = signals.pop(0)
+            if name != 'SIGHUP':
+                notifier.stopping(status)
+                LOG.info('pxefilterd exiting with status 0: received %s',
+                         name)
+                return service.EXIT_OK
+            try:
+                conf.mutate_config_files()
+            except Exception as exc:
+                LOG.error('SIGHUP: configuration not reloaded, keeping the '
+                          'current one: %s', exc)
+                continue
+            LOG.info('SIGHUP: configuration reloaded; the noop driver has '
+                     'nothing to apply (changing [pxe_filter] driver needs '
+                     'a restart)')
+            notifier.status(status)
 
 
 def main(argv=None):
@@ -142,7 +172,7 @@ def main(argv=None):
         LOG.debug('mallopt(M_MMAP_THRESHOLD) unavailable; memory use at '
                   '100k ports will be higher')
     if CONF.pxe_filter.driver == 'noop':
-        return _run_noop()
+        return _run_noop(CONF)
     try:
         svc = build_service(CONF)
     except Exception as exc:

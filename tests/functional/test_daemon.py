@@ -203,3 +203,32 @@ def test_tampering_is_healed(daemon, fake, tamper):
     assert healed < 5
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(20) == 0
+
+
+def test_noop_driver_lives_under_the_shipped_unit(daemon, tmp_path):
+    """WatchdogSec=30 and ExecReload=kill -HUP: the noop driver pings the
+    watchdog, survives SIGHUP, and exits 0 on SIGTERM."""
+    from pxefilterd.testing.daemon import NotifySocket
+    d = daemon(extra='[pxe_filter]\ndriver = noop\n')
+    notify = NotifySocket(tmp_path / 'notify.sock')
+    try:
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path)
+        d.log = open(d.logfile, 'wb')
+        d.proc = subprocess.Popen(
+            [sys.executable, '-m', 'pxefilterd.cmd.daemon',
+             '--config-file', str(d.conf)],
+            stdout=d.log, stderr=subprocess.STDOUT, env=env)
+        wait_for(lambda: notify.times('READY=1'), what='READY')
+        wait_for(lambda: len(notify.times('WATCHDOG=1')) >= 2, timeout=15,
+                 what='two watchdog pings')
+        d.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: 'SIGHUP: configuration reloaded' in d.output(),
+                 what='SIGHUP handled')
+        assert d.proc.poll() is None
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(10) == 0
+        assert 'exiting with status 0: received SIGTERM' in d.output()
+        assert not d.dnsmasq_running()
+        assert d.files() == {}
+    finally:
+        notify.close()
