@@ -29,11 +29,11 @@ if [ "$need_apt" -eq 1 ]; then
         python3-venv >/dev/null
 fi
 
-if [ ! -x .venv/bin/tox ]; then
+if [ ! -x .venv/bin/tox ] || [ ! -x .venv/bin/uv ]; then
     log "creating .venv (pxefilterd + tox)"
     python3 -m venv .venv
     timeout 900 .venv/bin/pip install -q --upgrade pip
-    timeout 900 .venv/bin/pip install -q 'tox>=4' -r requirements.txt \
+    timeout 900 .venv/bin/pip install -q 'tox>=4' tox-uv -r requirements.txt \
         -r test-requirements.txt
 fi
 timeout 900 .venv/bin/pip install -q -e .

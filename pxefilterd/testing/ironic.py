@@ -212,6 +212,11 @@ def _die_with_parent() -> None:
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
 
 
+#: ironic venv -> bytes of an empty database with its schema, made once per
+#: process by ``ironic-dbsync create_schema``.
+_SCHEMAS: dict[Path, bytes] = {}
+
+
 def _reserve_port(port: int = 0) -> socket.socket:
     """Bind a socket to 127.0.0.1:*port* (0 = any free one), not listening.
 
@@ -308,12 +313,20 @@ class IronicService:
         if problem:
             raise IronicError(problem)
         if not self.db_path.exists():
-            try:
-                self._run([self._bin("ironic-dbsync"), "--config-file",
-                           str(self.conf_path), "create_schema"], timeout)
-            except IronicError:
-                self.db_path.unlink(missing_ok=True)
-                raise
+            template = _SCHEMAS.get(self.venv)
+            if template is None:
+                try:
+                    self._run([self._bin("ironic-dbsync"), "--config-file",
+                               str(self.conf_path), "create_schema"],
+                              timeout)
+                except IronicError:
+                    self.db_path.unlink(missing_ok=True)
+                    raise
+                _SCHEMAS[self.venv] = self.db_path.read_bytes()
+            else:
+                # An empty schema holds nothing of this instance: a copy is
+                # as good as running ironic-dbsync again (~3 s).
+                self.db_path.write_bytes(template)
         self._prepared = True
 
     def _run(self, argv: list[str], timeout: float) -> str:
@@ -437,21 +450,25 @@ class IronicService:
 
     def kill(self) -> None:
         """SIGKILL ironic and its workers at once (a crash, not a shutdown)."""
-        if self._proc is not None and self._proc.poll() is None:
-            children = _descendants(self._proc.pid)
-            self._proc.kill()
-            self._proc.wait(10)
+        if self._proc is not None:
+            children = self._children + _descendants(self._proc.pid)
+            if self._proc.poll() is None:
+                self._proc.kill()
+                self._proc.wait(10)
             for pid, start in children:
                 _kill_if_same(pid, start, signal.SIGKILL)
         self._proc = None
+        self._children = []
         self._rereserve()
 
     def close(self) -> None:
-        """Stop ironic and release the port reservation.  Idempotent.
+        """Kill ironic (by PID) and release the port reservation.
 
-        The workdir (conf, DB, log) is left for the caller to remove.
+        Idempotent.  A throw-away instance needs no graceful shutdown
+        (:meth:`stop` takes ~3 s).  The workdir (conf, DB, log) is left for
+        the caller to remove.
         """
-        self.stop()
+        self.kill()
         if self._reservation is not None:
             self._reservation.close()
             self._reservation = None

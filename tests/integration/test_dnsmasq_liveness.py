@@ -95,16 +95,19 @@ def test_a_reload_failing_in_a_burst_is_not_fatal(ironic_factory,
                                                   runner_factory, probe,
                                                   dnsmasq_instance,
                                                   harness_tmp):
-    """max_burst 5, 30 nodes enter inspection: the files are written at
-    once and the reload fails (its pid file holds garbage): each file is
-    written again, paced, and dnsmasq reads them without a reload."""
+    """max_burst 5, 30 nodes enter inspection between two polls: the files
+    are written at once and the reload fails (its pid file holds garbage):
+    each file is written again, paced, and dnsmasq reads them without a
+    reload."""
     big = ironic_factory()
     load = big.bulk_load(30, 1, '52:54:04')
     big.start()
     bogus = harness_tmp / 'reload.pid'
     bogus.write_text('not-a-pid\n')
     runner = runner_factory(url=big.url, options={
-        'pxe_filter': FEED_ONLY,
+        # no poll until SIGHUP kicks it: the 30 changes arrive at once,
+        # however slowly ironic takes the inspect requests
+        'pxe_filter': dict(FEED_ONLY, inspection_poll_interval=3600),
         'dnsmasq_pxe_filter': {'max_burst': 5, 'burst_rate': 50,
                                'compaction_interval': 0,
                                'dnsmasq_reload_command':
@@ -112,7 +115,11 @@ def test_a_reload_failing_in_a_burst_is_not_fatal(ironic_factory,
     runner.wait_ready()
     for node in load.nodes:
         big.set_provision_state(node, 'inspect')
-    runner.wait_for_log('dnsmasq reload (after', timeout=30)
+    for node in load.nodes:
+        big.wait_for_state(node, 'inspect wait')
+    runner.proc.send_signal(signal.SIGHUP)
+    runner.wait_for_log('dnsmasq reload (after 31 changes) failed',
+                        timeout=30)     # 30 MACs and the wildcard
     eventually(probe, allowed=sorted(load.ports), denied=[], timeout=20)
     assert runner.proc.poll() is None
     assert 'writing' in runner.log_text() and 'again, paced' in \
