@@ -4,23 +4,32 @@ Used by the daemon before it touches anything (a bad configuration never
 starts or stops dnsmasq) and by ``pxefilterd-ctl check-config``.
 """
 
+import difflib
+import glob
 import os
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
+from oslo_config import generator
+from oslo_config import validator
+from oslo_log import _options as log_opts
 
 from pxefilterd import commands
 from pxefilterd.conf import opts as all_opts
 from pxefilterd import hostsdir
+from pxefilterd import ironic
 
 
-def parse(conf, argv, prog=None):
+def parse(conf, argv, prog=None, description=None, epilog=None):
     """Parse ``argv`` and the config files into ``conf``; return problems.
 
     Never raises for bad configuration: a missing or unparsable file, or an
     option value of the wrong type, becomes one line naming it.
+    ``description`` and ``epilog`` are for ``--help``.
     """
     try:
-        conf(argv, project='pxefilterd', prog=prog)
+        conf(argv, project='pxefilterd', prog=prog, description=description,
+             epilog=epilog)
     except cfg.ConfigFilesNotFoundError as exc:
         return ['configuration file not found: %s'
                 % ', '.join(exc.config_files)]
@@ -112,6 +121,15 @@ def check(conf):
         problems.append('[ironic] timeout = %s: must be a number of seconds '
                         'between 0 and 3600 (every request needs a timeout)'
                         % timeout)
+    for name in ('max_version', 'version'):
+        value = getattr(conf.ironic, name)
+        wanted = ironic.MICROVERSION[:len(_version(value))]
+        if value and _version(value) < wanted:
+            problems.append('[ironic] %s = %s: below API %s, which '
+                            'pxefilterd needs (%s)' % (
+                                name, value,
+                                '.'.join(str(p) for p in wanted),
+                                ironic.MICROVERSION_WHY))
     if not conf.ironic.endpoint_override and conf.ironic.auth_type in (
             None, 'none', 'noauth'):
         problems.append('[ironic] endpoint_override is required without '
@@ -127,3 +145,74 @@ def check(conf):
         problems.append('[DEFAULT] rootwrap_config = %s: file not found (the '
                         'root_helper needs it)' % conf.rootwrap_config)
     return problems
+
+
+def _version(text):
+    try:
+        return tuple(int(p) for p in str(text).split('.'))
+    except ValueError:
+        return (0,)
+
+
+def files_read(conf):
+    """Return the configuration files ``conf`` was parsed from, in order
+    (``--config-file`` or the default places, then ``--config-dir``)."""
+    files = list(conf.config_file or ())
+    for directory in conf.config_dir or ():
+        files.extend(sorted(glob.glob(os.path.join(directory, '*.conf'))))
+    return files
+
+
+def _known_options(conf):
+    """The machine-readable option data oslo-config-validator compares a
+    file with: pxefilterd's options, oslo.log's, and those of the
+    configured ``[ironic] auth_type`` plugin."""
+    namespaces = [('pxefilterd', all_opts.list_opts()),
+                  ('oslo.log', log_opts.list_opts())]
+    try:
+        namespaces.append(('keystoneauth1', [(
+            'ironic', ks_loading.get_auth_plugin_conf_options(
+                conf.ironic.auth_type))]))
+    except Exception:   # no or unknown auth_type: reported elsewhere
+        pass
+    groups = generator._get_groups(namespaces)
+    return generator._generate_machine_readable_data(groups,
+                                                     cfg.ConfigOpts())
+
+
+def unknown_options(conf):
+    """Return one line per option or section in the files read that
+    pxefilterd does not know (oslo.config would silently ignore it).
+
+    Uses oslo.config's own validator (the checks behind
+    ``oslo-config-validator``) on the files as its parser reads them.
+    """
+    data = _known_options(conf)
+    lines = []
+    for path in files_read(conf):
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue          # reported by parse()
+        for section, options in sections.items():
+            if section not in data['options']:
+                lines.append('%s: section [%s] is not a pxefilterd section; '
+                             'its %d option(s) are ignored'
+                             % (path, section, len(options)))
+                continue
+            known = [o['name'] for o in data['options'][section]['opts']]
+            for option in options:
+                if validator._validate_opt(section, option, data):
+                    continue
+                if validator._validate_deprecated_opt(section, option, data):
+                    lines.append('%s: [%s] %s is deprecated; see the '
+                                 'sample configuration for its new name'
+                                 % (path, section, option))
+                    continue
+                close = difflib.get_close_matches(option, known, n=1)
+                lines.append('%s: [%s] %s is not a pxefilterd option and is '
+                             'ignored%s' % (path, section, option,
+                                            ' (did you mean %s?)' % close[0]
+                                            if close else ''))
+    return lines

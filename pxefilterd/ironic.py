@@ -71,19 +71,31 @@ class NodeGone(NotFound):
 
 
 def connect(conf):
-    """Return an openstacksdk Connection built from the ``[ironic]`` group."""
-    group = conf.ironic
+    """Return an openstacksdk Connection built from the whole ``[ironic]``
+    group.
+
+    keystoneauth reads the auth plugin and session options (``auth_type``
+    and its options, ``cafile``, ``insecure``, ``certfile``, ``timeout``...)
+    and openstacksdk the adapter options (``endpoint_override``,
+    ``valid_interfaces`` tried in order, ``region_name``, ``service_name``,
+    ``version``, ``min_version``/``max_version``, ``connect_retries``,
+    ``status_code_retries``...), as every OpenStack service reads its
+    ``[<service>]`` group.
+
+    :raises ValueError: the adapter options cannot be combined (openstacksdk
+        would otherwise only disable the service, and every request would
+        fail with a vague error).
+    """
+    try:
+        ks_loading.adapter.process_conf_options(conf.ironic, {})
+    except TypeError as exc:
+        raise ValueError('[ironic] %s' % exc) from exc
     auth = ks_loading.load_auth_from_conf_options(conf, 'ironic')
     session = ks_loading.load_session_from_conf_options(conf, 'ironic',
                                                         auth=auth)
-    kwargs = {'session': session}
-    if group.endpoint_override:
-        kwargs['baremetal_endpoint_override'] = group.endpoint_override
-    if group.region_name:
-        kwargs['region_name'] = group.region_name
-    if group.valid_interfaces:
-        kwargs['baremetal_interface'] = group.valid_interfaces[0]
-    return openstack.connection.Connection(**kwargs)
+    return openstack.connection.Connection(
+        session=session, oslo_conf=conf, service_types={'baremetal'},
+        app_name='pxefilterd')
 
 
 def valid_uuid(value):

@@ -28,6 +28,7 @@ import threading
 import time
 
 from pxefilterd import commands
+from pxefilterd import control
 from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import feed
 from pxefilterd import guard as guard_mod
@@ -115,11 +116,13 @@ class Service:
     :param watcher_factory: callable(path, wake) returning a started-able
         watcher (see :mod:`pxefilterd.watcher`), or None.
     :param reload_settings: callable returning new Settings on SIGHUP.
+    :param control_factory: callable(ask) returning a started-able
+        control socket server (see :mod:`pxefilterd.control`), or None.
     """
 
     def __init__(self, settings, client, store, cmds, guard_factory=None,
                  watcher_factory=None, notifier=None, reload_settings=None,
-                 clock=time.monotonic, pid_file=None):
+                 clock=time.monotonic, pid_file=None, control_factory=None):
         self.settings = settings
         self.client = client
         self.store = store
@@ -157,6 +160,9 @@ class Service:
         self._threads = []
         self._seq = feed.Sequence()
         self._relay = None
+        self._control_factory = control_factory
+        self._control = None
+        self._requests = queue.SimpleQueue()
 
     # -- signals (any thread) ------------------------------------------------
 
@@ -206,6 +212,20 @@ class Service:
         self._events.put(batch)
         self._wake.set()
 
+    def ask(self, request, timeout=control.CLIENT_TIMEOUT - 1.0):
+        """Have the loop thread answer a control request; wait for it.
+
+        Called by the control socket's thread.  The loop answers at its
+        next wake-up (at once: this wakes it).
+        """
+        slot = [None, threading.Event()]
+        self._requests.put((request, slot))
+        self._wake.set()
+        if not slot[1].wait(timeout):
+            return {'ok': False, 'error': 'the daemon did not answer within '
+                    '%.0f s' % timeout}
+        return slot[0]
+
     # -- lifecycle ------------------------------------------------------------
 
     def run(self):
@@ -232,6 +252,7 @@ class Service:
     def _run_locked(self):
         if self._guard_factory is not None and self.cmds.stop:
             self._spawn_guard()
+        self._start_control()
         if self.settings.purge:
             removed = self.store.purge()
             LOG.info('Purged %d file(s) from %s', removed, self.store.path)
@@ -410,6 +431,7 @@ class Service:
             if self._notifier is not None:
                 self._notifier.watchdog()
             self._drain()
+            self._answer_requests()
             if self.view.complete:
                 try:
                     self._converge()
@@ -443,6 +465,7 @@ class Service:
                 self._wake.wait(1.0)
                 continue
             self._maybe_compact()
+            self._answer_requests()
             if self._notifier is not None:
                 self._notifier.watchdog()
             timeout = min(self.writer.next_due(), _MAX_TICK)
@@ -607,6 +630,94 @@ class Service:
         self._next_compaction = now + self._compaction_interval()
         self.writer.compact(self._desired(), self.view.macs)
 
+    # -- control requests (pxefilterd-ctl explain / status) --------------
+
+    def _answer_requests(self):
+        while True:
+            try:
+                request, slot = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                slot[0] = self.answer(request)
+            except Exception as exc:
+                LOG.exception('Control request %r failed', request)
+                slot[0] = {'ok': False, 'error': 'internal error: %r' % (exc,)}
+            slot[1].set()
+
+    def answer(self, request):
+        """Answer one control request (a dict); return a JSON-able dict."""
+        command = request.get('command')
+        if command == 'status':
+            return dict(self.status(), ok=True)
+        if command == 'explain':
+            raw = request.get('key')
+            key = (macs.WILDCARD if raw in (macs.WILDCARD, 'unknown')
+                   else macs.normalize_mac(raw))
+            if key is None:
+                return {'ok': False,
+                        'error': 'not a MAC address: %.60r' % (raw,)}
+            return dict(self.explain(key), ok=True)
+        return {'ok': False, 'error': 'unknown command %.40r' % (command,)}
+
+    def status(self):
+        """What the daemon knows now, as plain values."""
+        s = self.stats
+        return {
+            'pid': os.getpid(),
+            'ready': self._ready,
+            'allowed': s.allowed, 'denied': s.denied, 'unknown': s.unknown,
+            'ports': s.ports, 'inspected_nodes': s.inspected,
+            'failed_closed': s.failed_closed,
+            'last_contact': s.last_contact or None,
+            'last_listing': s.last_sync or None,
+            'api_errors': s.api_errors, 'heals': s.heals,
+            'dnsmasq': {'state': s.dnsmasq_state,
+                        'detail': s.dnsmasq_detail,
+                        'starts': s.dnsmasq_starts},
+            'pending_writes': self.writer.pending,
+            'reload_failures': self.writer.reload_failures,
+        }
+
+    def explain(self, key):
+        """Why ``key`` (a normalised MAC or the wildcard) gets its answer.
+
+        Returns the decision and its reason, the ironic facts behind it,
+        what pxefilterd wrote for it, and when it last changed.
+        """
+        reason = self.reason(key)
+        facts = {'inspected_nodes': len(self._inspected)}
+        port = self.view.port_of(key)
+        if port is not None:
+            facts['port'], facts['node'] = port
+            info = self.view.nodes.get(port[1])
+            facts['provision_state'] = info.provision_state if info else None
+            facts['inspect_interface'] = (info.inspect_interface if info
+                                          else None)
+        written = self.store.index.get(key)
+        record = hostsdir_mod.file_name(key) if written else None
+        if written is None and key in self.store.base:
+            written, record = self.store.base[key], 'base hosts file'
+        last = self.history.get(key)
+        return {
+            'key': key,
+            'action': reason.action.value,
+            'rule': reason.rule,
+            'text': reason.text,
+            'option': reason.option,
+            'ironic': facts,
+            'written': written.value if written else None,
+            'record': record,
+            'last_change': None if last is None else {
+                'at': last[0], 'from': last[1], 'to': last[2],
+                'reason': last[3], 'rule': last[4]},
+            'failed_closed': self.stats.failed_closed,
+            'last_contact': self.stats.last_contact or None,
+            'dnsmasq': {'state': self.stats.dnsmasq_state,
+                        'detail': self.stats.dnsmasq_detail},
+            'pid': os.getpid(),
+        }
+
     def status_line(self):
         s = self.stats
         return ('%d allowed, %d denied, unknown MACs %s%s' % (
@@ -614,6 +725,24 @@ class Service:
             ', FAILED CLOSED' if s.failed_closed else ''))
 
     # -- helpers: guard, watcher, reload --------------------------------------
+
+    def _start_control(self):
+        if self._control_factory is None:
+            return
+        try:
+            server = self._control_factory(self.ask)
+        except control.ControlError as exc:
+            # Not worth failing the filter for: explain falls back to ironic.
+            LOG.error('Control socket not served (pxefilterd-ctl explain '
+                      'and status cannot ask this daemon): %s', exc)
+            return
+        server.start()
+        self._control = server
+
+    def _stop_control(self, reason=None):
+        server, self._control = self._control, None
+        if server is not None:
+            server.close()
 
     def _spawn_guard(self):
         self._guard = self._guard_factory(self.cmds.stop,
@@ -663,6 +792,10 @@ class Service:
             self._stop_watcher()
             self._start_watcher()
             self._rescan()
+        if self._control is not None and not self._control.alive():
+            LOG.error('The control socket thread died; serving it again')
+            self._stop_control()
+            self._start_control()
         for thread in self._threads:
             if not thread.is_alive():
                 raise RuntimeError('the %s thread died' % thread.name)
@@ -745,7 +878,8 @@ class Service:
         self.runner.shutdown()
         for thread in self._threads:
             thread.stop()
-        for step in (self._stop_watcher, self._notify_stopping):
+        for step in (self._stop_watcher, self._stop_control,
+                     self._notify_stopping):
             try:
                 step(reason)
             except Exception:

@@ -130,6 +130,12 @@ class IronicView:
         (valid until the next event is applied)."""
         return policy.Snapshot(ports=self.macs, nodes=self.nodes)
 
+    def port_of(self, mac):
+        """Return ``(port UUID, node UUID or None)`` holding ``mac``, or
+        None if no port has it."""
+        uuid = self._owner.get(mac)
+        return None if uuid is None else (uuid, self.ports[uuid][1])
+
     def ports_of(self, node):
         """Return ``{port UUID: (mac, node)}`` of ``node``."""
         return {uuid: self.ports[uuid] for uuid in self._by_node.get(node, ())}

@@ -34,6 +34,7 @@ import datetime
 import http.server
 import itertools
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -57,6 +58,8 @@ _SORT_INVALID = {'ports': ('extra', 'internal_info', 'local_link_connection'),
                            'instance_info', 'driver_internal_info')}
 #: Timestamps ironic keeps but will not list as node fields.
 _NOT_NODE_FIELDS = ('created_at', 'updated_at')
+# The address filter takes colon-separated MACs, any case.
+_MAC_RE = re.compile(r'[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}')
 _STATES = ('enroll', 'manageable', 'available', 'active', 'inspecting',
            'inspect wait', 'inspect failed', 'cleaning', 'clean wait',
            'deploying', 'wait call-back', 'error')
@@ -86,6 +89,7 @@ class FakeIronic:
         self.delay = 0.0
         self.requests = []     # (path, query)
         self.failures = 0      # the next N API requests answer 500
+        self.unavailable = 0   # the next N API requests answer 503
         self.broken = set()    # 'ports' / 'nodes': always 500
         self.listing_gate = None   # full port listings wait for this Event
         self.lock = threading.RLock()
@@ -206,6 +210,9 @@ class FakeIronic:
             if self.failures:
                 self.failures -= 1
                 return 500, _fault('ironic is down (fake)')
+            if self.unavailable:
+                self.unavailable -= 1
+                return 503, _fault('ironic is overloaded (fake)')
         return None, None
 
     def hold(self, path, query):
@@ -287,8 +294,15 @@ class FakeIronic:
         node = query.get('node_uuid') or query.get('node')
         if node and node not in self.nodes:
             raise _Fault(404, 'Node %s could not be found.' % node)
+        address = query.get('address')
+        if address is not None:
+            if not _MAC_RE.fullmatch(address):
+                raise _Fault(400, 'Expected valid MAC address for address: '
+                                  '%s' % address)
+            address = address.lower()
         return [r for r in self.ports.values()
-                if not node or r['node_uuid'] == node]
+                if (not node or r['node_uuid'] == node)
+                and (address is None or r['address'] == address)]
 
     def _node_items(self, query):
         state = query.get('provision_state')

@@ -3,12 +3,15 @@
 Subcommands::
 
     pxefilterd-ctl [--config-file F] status [--format text|json]
+    pxefilterd-ctl [--config-file F] explain MAC [--format text|json]
     pxefilterd-ctl [--config-file F] sync --once [--dry-run]
     pxefilterd-ctl [--config-file F] check-config
 
-``status`` and ``sync --dry-run`` only read: no lock, no write, so they can
-run beside the daemon.  ``sync --once`` writes, so it takes the hostsdir
-lock and refuses to run while a daemon holds it.
+``status``, ``explain`` and ``sync --dry-run`` only read: no lock, no
+write, so they can run beside the daemon.  ``status`` and ``explain`` ask
+the running daemon on its control socket when one answers.  ``sync --once``
+writes, so it takes the hostsdir lock and refuses to run while a daemon
+holds it.
 
 Exit status: 0 success; 1 a runtime or environment problem (ironic
 unreachable, hostsdir unusable, lock held); 2 usage error (argparse);
@@ -30,7 +33,9 @@ from oslo_config import cfg
 from pxefilterd import checks
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
+from pxefilterd import control
 from pxefilterd import dnsmasq
+from pxefilterd import explain as explain_mod
 from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
@@ -62,6 +67,15 @@ def _add_parsers(subparsers):
         'status', help='Show what the hostsdir says and who holds its lock.')
     status.add_argument('--format', choices=('text', 'json'), default='text',
                         help='Output format (default: text).')
+    explain = subparsers.add_parser(
+        'explain', help='Say why a MAC may or may not PXE boot: the '
+        'decision, the ironic facts and option behind it, the file on disk, '
+        'what dnsmasq answers, and when it last changed.')
+    explain.add_argument('mac', help='A MAC address, or "unknown" for MACs '
+                         'ironic does not know.')
+    explain.add_argument('--format', choices=('text', 'json'),
+                         default='text', help='Output format (default: '
+                         'text).')
     sync = subparsers.add_parser(
         'sync', help='Synchronise the hostsdir with ironic once.')
     sync.add_argument('--once', action='store_true', required=True,
@@ -98,7 +112,11 @@ def parse(conf, argv):
         value of the wrong type (one line per problem, naming the option).
     :raises SystemExit: usage error (argparse exits with status 2).
     """
-    problems = checks.parse(conf, argv, prog='pxefilterd-ctl')
+    problems = checks.parse(
+        conf, argv, prog='pxefilterd-ctl',
+        description='Look at and act on a pxefilterd hostsdir: status, '
+        'explain why a MAC may or may not PXE boot, sync once, check the '
+        'configuration.')
     if problems:
         raise ConfigError(problems)
 
@@ -239,7 +257,23 @@ def status(conf):
         'lock': lock_holder(store),
         'driver': conf.pxe_filter.driver,
         'dnsmasq': _dnsmasq_status(conf),
+        'daemon': _ask_daemon(conf, {'command': 'status'})[0],
     }
+
+
+def _ask_daemon(conf, request):
+    """Return ``(answer, None)`` from the running daemon, or ``(None,
+    why not)``."""
+    path = conf.control_socket
+    if not path:
+        return None, '[DEFAULT] control_socket is empty'
+    try:
+        answer = control.ask(path, request)
+    except control.ControlError as exc:
+        return None, str(exc)
+    if not answer.get('ok'):
+        return None, 'the daemon answered: %s' % answer.get('error')
+    return answer, None
 
 
 def _dnsmasq_status(conf):
@@ -259,6 +293,14 @@ def _print_status(st, out):
         out.write('driver: %s (PXE filtering disabled)\n' % st['driver'])
     dm = st['dnsmasq']
     out.write('dnsmasq: %s (%s)\n' % (dm['state'], dm['detail']))
+    live = st.get('daemon')
+    if live is not None:
+        out.write('daemon says: %s%d port(s), %d node(s) inspected, last '
+                  'answer from ironic %s, dnsmasq %s\n' % (
+                      'FAILED CLOSED, ' if live['failed_closed'] else '',
+                      live['ports'], live['inspected_nodes'],
+                      explain_mod.when(live['last_contact']),
+                      live['dnsmasq']['state']))
     out.write('unknown MACs: %s\n' % st['unknown'])
     out.write('denied: %d\n' % st['denied_count'])
     out.write('allowed: %d\n' % len(st['allowed']))
@@ -293,6 +335,46 @@ def cmd_status(conf, out):
     else:
         _print_status(st, out)
     return EXIT_OK
+
+
+# -- explain ------------------------------------------------------------------
+
+def cmd_explain(conf, out):
+    """Explain one MAC; return 0, or 1 if neither the daemon nor ironic
+    could be asked (what is on disk is still shown)."""
+    raw = conf.command.mac
+    key = (macs.WILDCARD if raw in ('unknown', macs.WILDCARD)
+           else macs.normalize_mac(raw))
+    if key is None:
+        sys.stderr.write('pxefilterd-ctl: %r is not a MAC address\n' % raw)
+        return EXIT_FAILURE
+    code = EXIT_OK
+    result, why_not = _ask_daemon(conf, {'command': 'explain', 'key': key})
+    if result is not None:
+        result.pop('ok', None)
+        result['source'] = 'the running daemon (pid %s)' % result.get('pid')
+        if result.get('last_change') is None:
+            result['last_change_note'] = 'not since the daemon started'
+    else:
+        source = 'ironic, asked now (no daemon answered: %s)' % why_not
+        try:
+            result = explain_mod.from_ironic(_source(conf), key,
+                                             _options(conf))
+        except ironic.ApiError as exc:
+            code = EXIT_FAILURE
+            source = 'nothing: no daemon answered (%s) and ironic cannot be ' \
+                'asked (%s)' % (why_not, exc)
+            result = {'key': key, 'action': 'unknown', 'rule': 'unknown',
+                      'text': 'neither the daemon nor ironic could be asked',
+                      'option': None, 'ironic': {}, 'last_change': None}
+        result['source'] = source
+    explain_mod.add_disk(result, _store(conf))
+    if conf.command.format == 'json':
+        json.dump(result, out, indent=2, sort_keys=True)
+        out.write('\n')
+    else:
+        explain_mod.render(result, out)
+    return code
 
 
 # -- sync ---------------------------------------------------------------------
@@ -332,6 +414,8 @@ def _source(conf):
     except ks_exc.AuthPluginException as exc:
         raise ConfigError(['[ironic] authentication options: %s'
                            % exc]) from exc
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
 
 
 def cmd_sync(conf, out):
@@ -591,8 +675,16 @@ def cmd_check_config(conf, out):
     May create the staging directory (as the daemon's checks do).
     """
     problems = checks.check(conf)
-    info = []
+    files = checks.files_read(conf)
+    info = ['configuration files read: %s' % ', '.join(files)] if files \
+        else []
     config, env, warnings = environment_problems(conf, info)
+    if not files:
+        warnings.insert(0, 'no configuration file was read (none given with '
+                        '--config-file, none found in the usual places: '
+                        '~/.pxefilterd/, ~/, /etc/pxefilterd/, /etc/): every '
+                        'option has its default')
+    warnings[:0] = checks.unknown_options(conf)
     for line in info:
         out.write('info: %s\n' % line)
     for line in problems + config:
@@ -609,7 +701,7 @@ def cmd_check_config(conf, out):
     return EXIT_OK
 
 
-_COMMANDS = {'status': cmd_status, 'sync': cmd_sync,
+_COMMANDS = {'status': cmd_status, 'explain': cmd_explain, 'sync': cmd_sync,
              'check-config': cmd_check_config}
 
 

@@ -1,6 +1,7 @@
 """``pxefilterd``: the daemon, in the foreground."""
 
 import ctypes
+import functools
 import logging
 import os
 import select
@@ -13,6 +14,7 @@ from oslo_log import log
 from pxefilterd import checks
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
+from pxefilterd import control
 from pxefilterd import guard
 from pxefilterd import hostsdir
 from pxefilterd import ironic
@@ -23,6 +25,20 @@ from pxefilterd import service
 from pxefilterd import watcher
 
 LOG = logging.getLogger('pxefilterd')
+DESCRIPTION = (
+    'The ironic PXE filter for an inspection dnsmasq.  pxefilterd follows '
+    'ironic (the nodes under in-band inspection, every port) and keeps a '
+    'dnsmasq dhcp-hostsdir in step, one file per MAC: the ports of nodes '
+    'under inspection may PXE boot, every other port ironic knows is '
+    'ignored, and MACs ironic does not know follow [pxe_filter] '
+    'deny_unknown_macs / auto_discovery.  It starts dnsmasq (through '
+    'root_helper) only once the directory reflects ironic, restarts it if it '
+    'dies, and stops it when pxefilterd exits or dies, so that a stale list '
+    'is never served.  Runs in the foreground (systemd Type=notify); SIGHUP '
+    're-reads the mutable options, SIGTERM stops.')
+EPILOG = ('Exit status: 0 stopped by a signal, 1 runtime failure, 78 '
+          'configuration error.  See also: pxefilterd-ctl (status, explain, '
+          'sync, check-config) and the administrator guide.')
 CONF = pxf_conf.CONF
 
 
@@ -36,7 +52,8 @@ def load_config(conf, argv):
         log.register_options(conf)
     except cfg.ArgsAlreadyParsedError:
         pass
-    return checks.parse(conf, argv) or checks.check(conf)
+    return (checks.parse(conf, argv, description=DESCRIPTION, epilog=EPILOG)
+            or checks.check(conf))
 
 
 def settings_from_conf(conf):
@@ -79,7 +96,10 @@ def build_service(conf):
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
         notifier=notify.Notifier(),
         reload_settings=reload_settings,
-        pid_file=dn.dnsmasq_pid_file or None)
+        pid_file=dn.dnsmasq_pid_file or None,
+        control_factory=(functools.partial(control.ControlServer,
+                                           conf.control_socket)
+                         if conf.control_socket else None))
 
 
 # mallopt(3) parameter number, from glibc's <malloc.h>.
@@ -168,6 +188,11 @@ def main(argv=None):
             sys.stderr.write('pxefilterd: configuration error: %s\n' % line)
         return service.EXIT_CONFIG
     log.setup(CONF, 'pxefilterd')
+    if not checks.files_read(CONF):
+        LOG.warning('No configuration file was read (give one with '
+                    '--config-file): every option has its default')
+    for line in checks.unknown_options(CONF):
+        LOG.warning('Configuration: %s', line)
     if not tune_malloc():
         LOG.debug('mallopt(M_MMAP_THRESHOLD) unavailable; memory use at '
                   '100k ports will be higher')

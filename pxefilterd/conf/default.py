@@ -11,6 +11,14 @@ opts = [
                     'reload commands as root.  Set it to an empty value to '
                     'run them directly (when pxefilterd already runs as '
                     'root, e.g. in a container).'),
+    cfg.StrOpt('control_socket',
+               default='/run/pxefilterd/control.sock',
+               help='Unix socket on which the daemon answers '
+                    '"pxefilterd-ctl explain" and "status" (read-only; mode '
+                    '0660: its user, its group and root may ask).  The '
+                    'shipped unit creates /run/pxefilterd '
+                    '(RuntimeDirectory=).  Empty: not served; the commands '
+                    'then ask ironic and read the hostsdir themselves.'),
 ]
 
 

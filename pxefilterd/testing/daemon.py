@@ -99,6 +99,7 @@ class PxefilterdRunner:
                 "root_helper": shlex.join([_rootwrap_binary(),
                                            str(rootwrap_conf)]),
                 "debug": "False",
+                "control_socket": str(self.workdir / "control.sock"),
             },
             "pxe_filter": {"inspection_poll_interval": 1},
             "dnsmasq_pxe_filter": {
@@ -121,6 +122,15 @@ class PxefilterdRunner:
             "[%s]\n%s\n" % (group, "".join("%s = %s\n" % kv
                                            for kv in values.items()))
             for group, values in groups.items()))
+
+    def ctl(self, *args: str, timeout: float = 30.0) -> str:
+        """Run ``pxefilterd-ctl --config-file <this conf> ARGS``; return its
+        output (stdout and stderr)."""
+        ctl = Path(sys.executable).parent / "pxefilterd-ctl"
+        res = subprocess.run([str(ctl), "--config-file", str(self.conf_path),
+                              *args], capture_output=True, text=True,
+                             timeout=timeout)
+        return res.stdout + res.stderr
 
     def _write_rootwrap(self) -> Path:
         filters = self.workdir / "rootwrap.d"

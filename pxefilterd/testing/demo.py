@@ -101,6 +101,9 @@ def run(workdir):
         say('node-1 got its first PXE offer %.2f s after ironic reported '
             '"inspect wait"' % allowed_after)
         during = answers(network, all_macs)
+        say('pxefilterd-ctl explain %s (asks the running daemon):'
+            % NODES['node-1'])
+        print(runner.ctl('explain', NODES['node-1']), end='', flush=True)
 
         say('baremetal node abort node-1')
         ironic.abort(uuids['node-1'])
@@ -111,6 +114,13 @@ def run(workdir):
         table([('before inspection', before),
                ('node-1 inspecting', during),
                ('after abort', after)])
+        print('(unknown) is a MAC ironic does not know. It gets an offer '
+              'while node-1 is inspected: the default unknown-MAC policy lets '
+              'such MACs boot while any node is under inspection, so that a '
+              'machine whose ports are not enrolled yet can boot the '
+              'inspection ramdisk ([pxe_filter] deny_unknown_macs = true '
+              'denies them; "pxefilterd-ctl explain unknown" says which rule '
+              'applies).')
         print()
         ok = (set(before.values()) == {'no offer'}
               and during[NODES['node-1']] != 'no offer'

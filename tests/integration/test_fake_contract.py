@@ -140,6 +140,10 @@ LISTINGS = [
     '/v1/nodes?limit=2',
     '/v1/ports?limit=4',
     '/v1/ports?fields=uuid,created_at,updated_at,extra,pxe_enabled&limit=4',
+    # pxefilterd-ctl explain without a daemon
+    '/v1/ports?address=52:54:00:00:0c:01&fields=uuid,address,node_uuid',
+    '/v1/ports?address=52:54:00:00:0C:03&fields=uuid,address,node_uuid',
+    '/v1/ports?address=52:54:00:00:0c:ee&fields=uuid,address,node_uuid',
 ]
 
 
@@ -185,6 +189,8 @@ ERRORS = [
     '/v1/nodes?fields=uuid,shard',
     '/v1/nodes?sort_key=bogus',
     '/v1/nodes?provision_state=bogus',
+    '/v1/ports?address=not-a-mac',
+    '/v1/ports?address=52-54-00-00-0c-01',
 ]
 
 

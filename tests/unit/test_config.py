@@ -1,12 +1,16 @@
 """Bad configuration: one clear line per problem, naming option and value."""
 
+import pathlib
+
 from oslo_config import cfg
 import pytest
 
+from pxefilterd import checks
 from pxefilterd.cmd import daemon
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 OWN_IRONIC = {o.dest for o in pxf_conf.ironic.opts} | {'timeout'}
 TYPED = [(group, opt) for group, options in opts.list_opts()
          for opt in options
@@ -112,3 +116,96 @@ def test_missing_file(tmp_path):
                                          str(tmp_path / 'nope.conf')])
     assert problems == ['configuration file not found: %s'
                         % (tmp_path / 'nope.conf')]
+
+
+# -- options and sections pxefilterd does not know --------------------------
+
+def parsed(tmp_path, text, name='pxefilterd.conf'):
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    path = tmp_path / name
+    path.write_text(text)
+    conf(['--config-file', str(path)], project='pxefilterd')
+    return conf, str(path)
+
+
+def test_a_misspelled_option_is_named_with_a_suggestion(tmp_path):
+    conf, path = parsed(tmp_path, '[pxe_filter]\ndeny_unkown_macs = true\n'
+                        'sync_period = 60\n')
+    assert checks.unknown_options(conf) == [
+        '%s: [pxe_filter] deny_unkown_macs is not a pxefilterd option and '
+        'is ignored (did you mean deny_unknown_macs?)' % path]
+
+
+def test_unknown_sections_and_default_options_are_named(tmp_path):
+    conf, path = parsed(tmp_path, '[DEFAULT]\ndebug = true\n'
+                        'transport_url = rabbit://x\n'
+                        '[processing]\nstore_data = none\nhooks = a,b\n'
+                        '[metrics]\nlisten_port = 9\n')
+    assert checks.unknown_options(conf) == [
+        '%s: [DEFAULT] transport_url is not a pxefilterd option and is '
+        'ignored' % path,
+        '%s: section [processing] is not a pxefilterd section; its 2 '
+        'option(s) are ignored' % path]
+
+
+def test_the_auth_plugins_own_options_are_known(tmp_path):
+    conf, _ = parsed(tmp_path, '[ironic]\nauth_type = '
+                     'v3applicationcredential\napplication_credential_id = '
+                     'x\napplication_credential_secret = y\n'
+                     'auth_url = http://198.51.100.5:5000/v3\n'
+                     'valid_interfaces = internal\nconnect_retries = 2\n')
+    assert checks.unknown_options(conf) == []
+    conf, path = parsed(tmp_path, '[ironic]\nauth_type = password\n'
+                        'application_credential_id = x\n', name='b.conf')
+    assert checks.unknown_options(conf) == [
+        '%s: [ironic] application_credential_id is not a pxefilterd option '
+        'and is ignored' % path]
+
+
+def test_deprecated_names_are_reported_as_such(tmp_path):
+    conf, path = parsed(tmp_path, '[ironic]\nauth_plugin = password\n')
+    assert checks.unknown_options(conf) == [
+        '%s: [ironic] auth_plugin is deprecated; see the sample '
+        'configuration for its new name' % path]
+
+
+def test_the_shipped_files_have_no_unknown_options():
+    for name in ('pxefilterd.conf.example', 'pxefilterd.conf.sample'):
+        conf = cfg.ConfigOpts()
+        pxf_conf.register_opts(conf)
+        conf(['--config-file', str(REPO / 'etc/pxefilterd' / name)],
+             project='pxefilterd')
+        assert checks.unknown_options(conf) == [], name
+
+
+def test_files_read_names_every_file_in_order(tmp_path):
+    extra = tmp_path / 'conf.d'
+    extra.mkdir()
+    (extra / 'b.conf').write_text('[pxe_filter]\n')
+    (extra / 'a.conf').write_text('[pxe_filter]\n')
+    (extra / 'ignored.txt').write_text('')
+    main = tmp_path / 'main.conf'
+    main.write_text('[pxe_filter]\n')
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf(['--config-file', str(main), '--config-dir', str(extra)],
+         project='pxefilterd')
+    assert checks.files_read(conf) == [str(main), str(extra / 'a.conf'),
+                                       str(extra / 'b.conf')]
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf([], project='pxefilterd', default_config_files=[])
+    assert checks.files_read(conf) == []
+
+
+def test_help_says_what_the_daemon_does(capsys):
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    with pytest.raises(SystemExit) as exit_:
+        daemon.load_config(conf, ['--help'])
+    assert exit_.value.code == 0
+    out = ' '.join(capsys.readouterr().out.split())
+    assert 'The ironic PXE filter for an inspection dnsmasq' in out
+    assert 'the ports of nodes under inspection may PXE boot' in out
+    assert 'Exit status: 0 stopped by a signal' in out

@@ -100,7 +100,8 @@ def test_status_json(tmp_path, hdir):
         'unknown': 'deny', 'invalid': [M3], 'foreign': ['README'],
         'hostsfile': None, 'lock': None, 'driver': 'dnsmasq',
         'dnsmasq': {'state': 'unknown', 'pid': None, 'detail':
-                    'not observed: no [dnsmasq_pxe_filter] dnsmasq_pid_file'}}
+                    'not observed: no [dnsmasq_pxe_filter] dnsmasq_pid_file'},
+        'daemon': None}
 
 
 def test_status_observes_dnsmasq_through_its_pid_file(tmp_path, hdir):
@@ -502,3 +503,25 @@ def test_check_config_refuses_shell_operators(tmp_path, hdir):
     assert ("config: [dnsmasq_pxe_filter] dnsmasq_stop_command = kill "
             "$(cat /run/x.pid); reboot: cannot be parsed: shell operator "
             "';' outside an expansion" in out)
+
+
+def test_check_config_names_the_files_and_unknown_options(tmp_path, hdir,
+                                                          fake_source):
+    conf = write_conf(tmp_path, hdir, '[pxe_filter]\ndeny_unkown_macs = 1\n')
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 0, out
+    assert 'info: configuration files read: %s\n' % conf in out
+    assert ('warning: %s: [pxe_filter] deny_unkown_macs is not a pxefilterd '
+            'option and is ignored (did you mean deny_unknown_macs?)'
+            % conf) in out
+
+
+def test_check_config_says_when_no_file_was_read(tmp_path, monkeypatch):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    if any(os.path.exists(p) for p in ('/etc/pxefilterd/pxefilterd.conf',
+                                       '/etc/pxefilterd.conf')):
+        pytest.skip('this machine has a pxefilterd configuration in /etc')
+    code, out = run('check-config')
+    assert 'warning: no configuration file was read' in out
+    assert 'info: configuration files read' not in out

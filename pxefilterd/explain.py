@@ -1,0 +1,175 @@
+"""``pxefilterd-ctl explain``: why a MAC may or may not PXE boot.
+
+An explanation is a plain dict (printed as text or JSON).  It comes from the
+running daemon when one answers on the control socket
+(:meth:`pxefilterd.service.Service.explain`: its view of ironic, its
+decision log); otherwise it is worked out now, from ironic and the same
+pure policy (:func:`from_ironic`).  Either way :func:`add_disk` adds what
+is on disk, which is what dnsmasq reads, and what dnsmasq should answer.
+"""
+
+import datetime
+import os
+
+from pxefilterd import hostsdir
+from pxefilterd import macs
+from pxefilterd import policy
+
+
+def from_ironic(client, key, options):
+    """Explain ``key`` from ironic, asked now (no daemon).
+
+    Two kinds of request: the nodes in an inspection state (for the
+    unknown policy and the port's node), and the port with that address.
+
+    :raises pxefilterd.ironic.ApiError: ironic cannot be asked.
+    """
+    nodes = client.inspection_nodes()
+    ports = {}
+    port = None
+    if key != macs.WILDCARD:
+        for uuid, mac, node, _ in client.ports({'address': key}):
+            if mac == key:
+                ports[mac] = node
+                port = (uuid, node)
+    snapshot = policy.Snapshot(ports=ports, nodes=nodes)
+    inspected = policy.inspected_nodes(snapshot, options)
+    if key == macs.WILDCARD:
+        reason = policy.unknown_reason(inspected, options)
+    else:
+        reason = policy.explain(key, snapshot, options)
+    facts = {'inspected_nodes': len(inspected)}
+    if port is not None:
+        facts['port'], facts['node'] = port
+        info = nodes.get(port[1])
+        facts['provision_state'] = info.provision_state if info else None
+        facts['inspect_interface'] = info.inspect_interface if info else None
+    return {'key': key, 'action': reason.action.value, 'rule': reason.rule,
+            'text': reason.text, 'option': reason.option, 'ironic': facts,
+            'last_change': None}
+
+
+def _read(path):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                     | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return exc
+    try:
+        return os.read(fd, 4096)
+    except OSError as exc:
+        return exc
+    finally:
+        os.close(fd)
+
+
+def add_disk(result, store):
+    """Add what dnsmasq reads for ``result['key']`` to ``result``.
+
+    ``file``: the MAC's own file (path, content, what it says); ``serves``:
+    the record that decides (the MAC's file, else its base hosts file line,
+    else ``unknown_hosts_filter``) and what dnsmasq answers with it.
+    """
+    key = result['key']
+    path = os.path.join(store.path, hostsdir.file_name(key))
+    data = _read(path)
+    disk = {'path': path, 'exists': data is not None}
+    if isinstance(data, OSError):
+        disk.update(exists=True, error=data.strerror or str(data))
+        data = None
+    if data is not None:
+        disk['content'] = data.decode('ascii', 'replace').strip()
+        action = hostsdir.parse(key, data)
+        disk['says'] = action.value if action else 'invalid'
+    result['file'] = disk
+    says = disk.get('says')
+    record = path
+    if says is None and key != macs.WILDCARD:
+        if store.base_path:
+            base, _ = hostsdir.read_base(store.base_path)
+            if key in base:
+                says, record = base[key].value, store.base_path
+        if says is None:
+            record = os.path.join(store.path,
+                                  hostsdir.file_name(macs.WILDCARD))
+            action = hostsdir.parse(macs.WILDCARD, _bytes(_read(record)))
+            says = action.value if action else None
+    result['serves'] = {
+        'record': record,
+        'says': says,
+        'dnsmasq_answers': ('a DHCP offer: it may PXE boot' if says == 'allow'
+                            else 'nothing: its DHCP requests are ignored'
+                            if says == 'deny' else
+                            'unknown: no valid record (dnsmasq offers to '
+                            'MACs it has no record for)'),
+        'agrees': says == result['action'],
+    }
+    return result
+
+
+def _bytes(data):
+    return data if isinstance(data, bytes) else b''
+
+
+def when(stamp):
+    """A Unix time as local 'YYYY-MM-DD HH:MM:SS', or 'never'."""
+    if not stamp:
+        return 'never'
+    return datetime.datetime.fromtimestamp(stamp).isoformat(
+        sep=' ', timespec='seconds')
+
+
+def render(result, out):
+    """Write ``result`` for a person to read."""
+    key = result['key']
+    out.write('%s\n' % ('Unknown MACs (%s)' % key if key == macs.WILDCARD
+                        else 'MAC %s' % key))
+    out.write('  decision:  %s (rule %s)\n' % (result['action'],
+                                              result['rule']))
+    out.write('  why:       %s\n' % result['text'])
+    if result.get('option'):
+        out.write('  option:    %s\n' % result['option'])
+    facts = result.get('ironic') or {}
+    if 'port' in facts:
+        node = facts['node']
+        state = facts.get('provision_state')
+        out.write('  ironic:    port %s of node %s%s\n' % (
+            facts['port'], node or '(none)',
+            '' if node is None else
+            '; node in %s, inspect_interface %s' % (
+                state, facts.get('inspect_interface')) if state
+            else '; node not in an inspection state'))
+    elif key != macs.WILDCARD:
+        out.write('  ironic:    no port has this address\n')
+    out.write('  inspected: %d node(s) now\n' % facts.get('inspected_nodes',
+                                                          0))
+    disk = result.get('file')
+    if disk is not None:
+        if disk['exists']:
+            out.write('  file:      %s: %s\n' % (
+                disk['path'], disk.get('error') or '"%s" (%s)' % (
+                    disk.get('content'), disk.get('says'))))
+        else:
+            out.write('  file:      %s: none\n' % disk['path'])
+    serves = result.get('serves')
+    if serves is not None:
+        out.write('  dnsmasq:   answers %s (from %s)\n'
+                  % (serves['dnsmasq_answers'], serves['record']))
+        if not serves['agrees']:
+            out.write('  NOTE:      the record on disk does not say what was '
+                      'decided yet (a write pending, paced, or failing: see '
+                      'the daemon log)\n')
+    last = result.get('last_change')
+    if last:
+        out.write('  changed:   %s: %s -> %s: %s\n' % (
+            when(last['at']), last['from'], last['to'], last['reason']))
+    elif result.get('last_change_note'):
+        out.write('  changed:   %s\n' % result['last_change_note'])
+    if result.get('failed_closed'):
+        out.write('  FAILED CLOSED: ironic has not answered for '
+                  'max_stale_seconds; every MAC is denied\n')
+    source = result.get('source')
+    if source:
+        out.write('  source:    %s\n' % source)
