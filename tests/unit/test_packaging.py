@@ -314,3 +314,11 @@ def test_watchdog_has_the_overflow_hook_the_watcher_uses():
     assert callable(inotify.InotifyWatchGroup.on_queue_overflow)
     assert 'self._inotify = InotifyWatchGroup(' in inspect.getsource(
         inotify.InotifyEmitter.on_thread_start)
+
+
+def test_license_is_an_spdx_expression_not_a_classifier():
+    """setuptools deprecates license classifiers (a warning on every
+    build); the metadata says License-Expression: Apache-2.0."""
+    setup_cfg = (REPO / 'setup.cfg').read_text()
+    assert 'license_expression = Apache-2.0\n' in setup_cfg
+    assert 'License ::' not in setup_cfg
