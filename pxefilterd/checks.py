@@ -121,15 +121,16 @@ def check(conf):
         problems.append('[ironic] timeout = %s: must be a number of seconds '
                         'between 0 and 3600 (every request needs a timeout)'
                         % timeout)
+    needed, why = ironic.microversion_for(
+        [f for f in ironic.SCOPE_FIELDS if getattr(pf, f)])
     for name in ('max_version', 'version'):
         value = getattr(conf.ironic, name)
-        wanted = ironic.MICROVERSION[:len(_version(value))]
+        wanted = needed[:len(_version(value))]
         if value and _version(value) < wanted:
             problems.append('[ironic] %s = %s: below API %s, which '
                             'pxefilterd needs (%s)' % (
                                 name, value,
-                                '.'.join(str(p) for p in wanted),
-                                ironic.MICROVERSION_WHY))
+                                '.'.join(str(p) for p in wanted), why))
     if not conf.ironic.endpoint_override and conf.ironic.auth_type in (
             None, 'none', 'noauth'):
         problems.append('[ironic] endpoint_override is required without '

@@ -38,15 +38,33 @@ def from_ironic(client, key, options):
         reason = policy.unknown_reason(inspected, options)
     else:
         reason = policy.explain(key, snapshot, options)
-    facts = {'inspected_nodes': len(inspected)}
+    return {'key': key, 'action': reason.action.value, 'rule': reason.rule,
+            'text': reason.text, 'option': reason.option,
+            'ironic': ironic_facts(port, nodes, len(inspected), options),
+            'last_change': None}
+
+
+def ironic_facts(port, nodes, inspected, options):
+    """The ironic facts behind a decision, as plain values.
+
+    :param port: ``(port UUID, node UUID or None)`` holding the MAC, or None.
+    :param nodes: node UUID -> :class:`policy.NodeInfo` of the nodes in an
+        inspection state.
+    :param inspected: how many nodes are inspected (in scope) now.
+    """
+    facts = {'inspected_nodes': inspected}
+    if options.shards or options.conductor_groups:
+        facts['scope'] = {'shard': sorted(options.shards),
+                          'conductor_group': sorted(options.conductor_groups)}
     if port is not None:
         facts['port'], facts['node'] = port
         info = nodes.get(port[1])
         facts['provision_state'] = info.provision_state if info else None
         facts['inspect_interface'] = info.inspect_interface if info else None
-    return {'key': key, 'action': reason.action.value, 'rule': reason.rule,
-            'text': reason.text, 'option': reason.option, 'ironic': facts,
-            'last_change': None}
+        if info is not None and 'scope' in facts:
+            facts['shard'] = info.shard
+            facts['conductor_group'] = info.conductor_group
+    return facts
 
 
 def _read(path):
@@ -143,8 +161,15 @@ def render(result, out):
             else '; node not in an inspection state'))
     elif key != macs.WILDCARD:
         out.write('  ironic:    no port has this address\n')
-    out.write('  inspected: %d node(s) now\n' % facts.get('inspected_nodes',
-                                                          0))
+    scope = facts.get('scope')
+    if 'shard' in facts:
+        out.write('  site:      node in shard %r, conductor group %r\n'
+                  % (facts['shard'], facts['conductor_group']))
+    out.write('  inspected: %d node(s) now%s\n' % (
+        facts.get('inspected_nodes', 0),
+        ' in this filter\'s scope (shards %s, conductor groups %s)' % (
+            ', '.join(scope['shard']) or 'any',
+            ', '.join(scope['conductor_group']) or 'any') if scope else ''))
     disk = result.get('file')
     if disk is not None:
         if disk['exists']:

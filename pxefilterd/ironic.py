@@ -43,6 +43,19 @@ LOG = logging.getLogger(__name__)
 #: real name of the "inspect wait" state (1.39).
 MICROVERSION = (1, 39)
 MICROVERSION_WHY = "the 'inspect wait' provision state and inspect_interface"
+#: Node fields a scoped filter asks for, and the API version each needs.
+SCOPE_FIELDS = {'conductor_group': (1, 46), 'shard': (1, 82)}
+
+
+def microversion_for(scope):
+    """Return ``(version, why)`` for a client asking the node fields
+    ``scope`` (a subset of :data:`SCOPE_FIELDS`) besides the usual ones."""
+    version, why = MICROVERSION, MICROVERSION_WHY
+    for field in sorted(scope):
+        if SCOPE_FIELDS[field] > version:
+            version = SCOPE_FIELDS[field]
+            why = "the node field '%s' ([pxe_filter] %s)" % (field, field)
+    return version, why
 #: Most pages one listing may take (10M ports at 1000 a page): beyond that
 #: the answer is treated as broken rather than followed forever.
 MAX_PAGES = 10000
@@ -167,14 +180,18 @@ def parse_nodes(body, skipped):
         uuid = valid_uuid(entry.get('uuid')) if isinstance(entry, dict) \
             else None
         state = entry.get('provision_state') if uuid else None
-        iface = entry.get('inspect_interface') if uuid else None
+        optional = ([entry.get(f) for f in ('inspect_interface', 'shard',
+                                            'conductor_group')]
+                    if uuid else [])
         if (uuid is None or not isinstance(state, str)
-                or not (iface is None or isinstance(iface, str))):
+                or not all(v is None or isinstance(v, str)
+                           for v in optional)):
             skipped.append(entry)
             LOG.warning('Skipping a node entry without a valid uuid, '
-                        'provision_state or inspect_interface: %.100r', entry)
+                        'provision_state, inspect_interface, shard or '
+                        'conductor_group: %.100r', entry)
             continue
-        yield sys.intern(uuid), policy.NodeInfo(state, iface)
+        yield sys.intern(uuid), policy.NodeInfo(state, *optional)
 
 
 def next_marker(body):
@@ -205,23 +222,28 @@ class IronicClient:
     """
 
     def __init__(self, conn, page_size=1000, retries=3, retry_interval=0.5,
-                 max_pages=MAX_PAGES, microversion=MICROVERSION,
-                 microversion_why=MICROVERSION_WHY):
+                 max_pages=MAX_PAGES, scope=()):
         self._conn = conn
         self._api = None
         self.page_size = page_size
         self.retries = retries
         self.retry_interval = retry_interval
         self.max_pages = max_pages
-        self.microversion = microversion
-        self.microversion_why = microversion_why
+        self.scope = tuple(sorted(scope))
+        self.microversion, self.microversion_why = microversion_for(scope)
         self.requests = 0
         self._lock = threading.Lock()
 
     @classmethod
     def from_conf(cls, conf):
+        pf = conf.pxe_filter
+        scope = [field for field, values in (('shard', pf.shard),
+                                             ('conductor_group',
+                                              pf.conductor_group))
+                 if values]
         return cls(connect(conf), conf.ironic.page_size,
-                   conf.ironic.api_retries, conf.ironic.api_retry_interval)
+                   conf.ironic.api_retries, conf.ironic.api_retry_interval,
+                   scope=scope)
 
     # -- transport --------------------------------------------------------
 
@@ -360,7 +382,8 @@ class IronicClient:
         """
         skipped = []
         found = {}
-        fields = 'uuid,provision_state,inspect_interface'
+        fields = ','.join(('uuid', 'provision_state', 'inspect_interface')
+                          + self.scope)
         for state in sorted(states):
             for body in self.pages('/nodes', {'provision_state': state,
                                               'fields': fields}):

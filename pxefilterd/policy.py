@@ -4,7 +4,11 @@ Rules (from the dnsmasq PXE filter specification):
 
 * a node is *inspected* when ironic has it in an in-band inspection state
   (``inspecting`` or ``inspect wait``) with an inspect interface that boots
-  a ramdisk over PXE (``Options.supported_interfaces``);
+  a ramdisk over PXE (``Options.supported_interfaces``), and it is in this
+  filter's scope: its shard and conductor group are among
+  ``Options.shards`` / ``Options.conductor_groups`` when those are set (one
+  filter per site; the nodes of other sites are denied like any node that
+  is not inspected);
 * a port of an inspected node -> allow;
 * every other port ironic knows -> deny;
 * a MAC that ironic does not know follows the *unknown* policy: allowed while
@@ -35,10 +39,16 @@ class Action(enum.Enum):
 
 @dataclasses.dataclass(frozen=True)
 class NodeInfo:
-    """What the decision needs to know of a node in an inspection state."""
+    """What the decision needs to know of a node in an inspection state.
+
+    ``shard`` and ``conductor_group`` are only asked of ironic when the
+    filter is scoped (None otherwise; ironic's default group is '').
+    """
 
     provision_state: str
     inspect_interface: typing.Optional[str] = None
+    shard: typing.Optional[str] = None
+    conductor_group: typing.Optional[str] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +67,31 @@ class Snapshot:
 
 @dataclasses.dataclass(frozen=True)
 class Options:
+    """The policy's settings.
+
+    ``shards`` / ``conductor_groups``: empty means every node (no scope).
+    """
+
     deny_unknown_macs: bool = False
     auto_discovery: bool = False
     supported_interfaces: typing.FrozenSet[str] = frozenset(
         {'agent', 'inspector'})
+    shards: typing.FrozenSet[str] = frozenset()
+    conductor_groups: typing.FrozenSet[str] = frozenset()
+
+
+def in_scope(info, options):
+    """Return whether a node belongs to this filter's shards and groups."""
+    return ((not options.shards or info.shard in options.shards)
+            and (not options.conductor_groups
+                 or info.conductor_group in options.conductor_groups))
 
 
 def inspected(info, options):
     """Return whether a node in ``info`` may boot the inspection ramdisk."""
     return (info.provision_state in INSPECTION_STATES
-            and info.inspect_interface in options.supported_interfaces)
+            and info.inspect_interface in options.supported_interfaces
+            and in_scope(info, options))
 
 
 def inspected_nodes(snapshot, options):
@@ -155,7 +180,8 @@ class Reason:
 
     :ivar action: the Action.
     :ivar rule: a short name: ``inspected``, ``not-inspected``,
-        ``unsupported-interface``, ``no-node``, ``unknown-deny-option``,
+        ``out-of-scope``, ``unsupported-interface``, ``no-node``,
+        ``unknown-deny-option``,
         ``unknown-auto-discovery``, ``unknown-during-inspection``,
         ``unknown-no-inspection``.
     :ivar text: one sentence for an operator.
@@ -183,6 +209,18 @@ def explain(mac, snapshot, options):
             return Reason(Action.DENY, 'not-inspected',
                           'port of node %s, which is not in an inspection '
                           'state: denied' % node, node=node)
+        if (info.provision_state in INSPECTION_STATES
+                and not in_scope(info, options)):
+            return Reason(
+                Action.DENY, 'out-of-scope',
+                'port of node %s in %s, but the node is in shard %r and '
+                'conductor group %r, outside this filter\'s scope (shards '
+                '%s, conductor groups %s): denied' % (
+                    node, info.provision_state, info.shard,
+                    info.conductor_group, _names(options.shards),
+                    _names(options.conductor_groups)),
+                option='[pxe_filter] shard, [pxe_filter] conductor_group',
+                node=node)
         if not inspected(info, options):
             return Reason(
                 Action.DENY, 'unsupported-interface',
@@ -197,6 +235,10 @@ def explain(mac, snapshot, options):
     return unknown_reason(inspected_nodes(snapshot, options), options)
 
 
+def _names(values):
+    return ', '.join(sorted(values)) if values else 'any'
+
+
 def unknown_reason(inspected_uuids, options):
     """Return the :class:`Reason` for a MAC ironic does not know."""
     action = unknown_action(inspected_uuids, options)
@@ -208,12 +250,16 @@ def unknown_reason(inspected_uuids, options):
         return Reason(action, 'unknown-auto-discovery',
                       'not a port in ironic; unknown MACs may always boot '
                       '(discovery)', option='[pxe_filter] auto_discovery')
+    scoped = options.shards or options.conductor_groups
     if inspected_uuids:
         return Reason(action, 'unknown-during-inspection',
                       'not a port in ironic; unknown MACs may boot while a '
-                      'node is inspected (%d now), so that a node whose '
+                      'node%s is inspected (%d now), so that a node whose '
                       'ports are not enrolled yet can boot; set '
-                      'deny_unknown_macs to deny them' % len(inspected_uuids),
+                      'deny_unknown_macs to deny them'
+                      % (' in this filter\'s scope' if scoped else '',
+                         len(inspected_uuids)),
                       option='[pxe_filter] deny_unknown_macs')
     return Reason(action, 'unknown-no-inspection',
-                  'not a port in ironic, and no node is inspected: denied')
+                  'not a port in ironic, and no node%s is inspected: denied'
+                  % (' in this filter\'s scope' if scoped else ''))

@@ -30,6 +30,7 @@ import time
 from pxefilterd import commands
 from pxefilterd import control
 from pxefilterd import dnsmasq as dnsmasq_mod
+from pxefilterd import explain as explain_mod
 from pxefilterd import feed
 from pxefilterd import guard as guard_mod
 from pxefilterd import hostsdir as hostsdir_mod
@@ -686,14 +687,9 @@ class Service:
         what pxefilterd wrote for it, and when it last changed.
         """
         reason = self.reason(key)
-        facts = {'inspected_nodes': len(self._inspected)}
-        port = self.view.port_of(key)
-        if port is not None:
-            facts['port'], facts['node'] = port
-            info = self.view.nodes.get(port[1])
-            facts['provision_state'] = info.provision_state if info else None
-            facts['inspect_interface'] = (info.inspect_interface if info
-                                          else None)
+        facts = explain_mod.ironic_facts(
+            self.view.port_of(key), self.view.nodes, len(self._inspected),
+            self.settings.options)
         written = self.store.index.get(key)
         record = hostsdir_mod.file_name(key) if written else None
         if written is None and key in self.store.base:

@@ -88,6 +88,7 @@ class FakeIronic:
         self.mode = 'ok'
         self.delay = 0.0
         self.requests = []     # (path, query)
+        self.versions = []     # the microversion of each request
         self.failures = 0      # the next N API requests answer 500
         self.unavailable = 0   # the next N API requests answer 503
         self.broken = set()    # 'ports' / 'nodes': always 500
@@ -183,6 +184,7 @@ class FakeIronic:
                 query = dict(urllib.parse.parse_qsl(split.query))
                 fake.requests.append((split.path, query))
                 version = self.headers.get('X-OpenStack-Ironic-API-Version')
+                fake.versions.append(version)
                 status, body = fake.hooks(split.path.rstrip('/'), query)
                 if status is None:
                     status, body = fake.answer(split.path.rstrip('/'), query,
@@ -223,9 +225,11 @@ class FakeIronic:
                 and not {'sort_key', 'node_uuid', 'node'} & set(query)):
             assert gate.wait(timeout=30), 'listing gate never opened'
 
-    def client(self, timeout=2.0, retries=0, page_size=1000):
+    def client(self, timeout=2.0, retries=0, page_size=1000, shard=(),
+               conductor_group=()):
         """Return a :class:`pxefilterd.ironic.IronicClient` for this fake,
-        built from an ``[ironic]`` group as the daemon builds it."""
+        built from an ``[ironic]`` group as the daemon builds it (and
+        ``[pxe_filter] shard / conductor_group``)."""
         from oslo_config import cfg
 
         from pxefilterd import conf as pxf_conf
@@ -240,6 +244,9 @@ class FakeIronic:
                             ('api_retry_interval', 0.01),
                             ('page_size', page_size)):
             conf.set_override(name, value, group='ironic')
+        conf.set_override('shard', list(shard), group='pxe_filter')
+        conf.set_override('conductor_group', list(conductor_group),
+                          group='pxe_filter')
         return ironic.IronicClient.from_conf(conf)
 
     def _version_doc(self):

@@ -384,7 +384,9 @@ def _options(conf):
     return policy.Options(
         deny_unknown_macs=pf.deny_unknown_macs,
         auto_discovery=pf.auto_discovery,
-        supported_interfaces=frozenset(pf.supported_inspect_interfaces))
+        supported_interfaces=frozenset(pf.supported_inspect_interfaces),
+        shards=frozenset(pf.shard),
+        conductor_groups=frozenset(pf.conductor_group))
 
 
 def _state_name(action):

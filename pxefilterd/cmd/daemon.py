@@ -68,7 +68,9 @@ def settings_from_conf(conf):
         options=policy.Options(
             deny_unknown_macs=pf.deny_unknown_macs,
             auto_discovery=pf.auto_discovery,
-            supported_interfaces=frozenset(pf.supported_inspect_interfaces)),
+            supported_interfaces=frozenset(pf.supported_inspect_interfaces),
+            shards=frozenset(pf.shard),
+            conductor_groups=frozenset(pf.conductor_group)),
         max_stale_seconds=pf.max_stale_seconds,
         purge=conf.dnsmasq_pxe_filter.purge_dhcp_hostsdir,
         lock_wait=conf.dnsmasq_pxe_filter.lock_wait,

@@ -45,6 +45,20 @@ opts = [
                 help='Inspect interfaces that need PXE (in-band inspection). '
                      'Nodes inspected with another interface are not '
                      'allowed to boot.'),
+    cfg.ListOpt('shard', default=[],
+                help='Scope this filter to the nodes of these ironic shards '
+                     '(one pxefilterd and dnsmasq per site): only their '
+                     'inspections are allowed and count for the unknown-MAC '
+                     'policy; ports of nodes in other shards are denied like '
+                     'any node that is not inspected.  Empty: every shard.  '
+                     'Needs ironic API 1.82.  The same name as nova\'s '
+                     '[ironic] shard.'),
+    cfg.ListOpt('conductor_group', default=[],
+                help='Scope this filter to the nodes of these ironic '
+                     'conductor groups (ironic\'s [conductor] '
+                     'conductor_group; the default group is ""), like '
+                     'shard.  With both set, a node must match both.  '
+                     'Empty: every group.  Needs ironic API 1.46.'),
     cfg.IntOpt('max_stale_seconds', default=0, min=0, max=31536000,
                mutable=True,
                help='When no synchronisation with ironic has succeeded for '

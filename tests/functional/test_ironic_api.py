@@ -124,3 +124,40 @@ def test_unreachable_ironic_is_an_api_error():
     client = FakeIronic().client()     # never started: connection refused
     with pytest.raises(ironic.ApiError):
         client.snapshot()
+
+
+@pytest.mark.parametrize('scope, version', [
+    ((), '1.39'), (('conductor_group',), '1.46'), (('shard',), '1.82'),
+    (('shard', 'conductor_group'), '1.82')])
+def test_a_scoped_client_asks_the_fields_and_version_it_needs(scope, version):
+    f = FakeIronic().start()
+    try:
+        node = f.add_node('inspect wait', shard='rack-1',
+                          conductor_group='east')
+        client = f.client(shard=['rack-1'] * ('shard' in scope),
+                          conductor_group=['east'] * ('conductor_group'
+                                                      in scope))
+        nodes = client.inspection_nodes({'inspect wait'})
+        info = nodes[node]
+        assert info.shard == ('rack-1' if 'shard' in scope else None)
+        assert info.conductor_group == ('east' if 'conductor_group' in scope
+                                        else None)
+        path, query = f.requests[-1]
+        assert query['fields'].split(',')[3:] == sorted(scope)
+        assert f.versions[-1] == version
+    finally:
+        f.stop()
+
+
+def test_an_ironic_too_old_for_shards_is_a_clear_error():
+    f = FakeIronic(max_version=(1, 81)).start()
+    try:
+        f.add_node('inspect wait')
+        client = f.client(shard=['rack-1'])
+        with pytest.raises(ironic.VersionError,
+                           match=r"up to 1\.81; pxefilterd needs 1\.82 "
+                                 r"\(the node field 'shard' \(\[pxe_filter\] "
+                                 r"shard\)\)"):
+            client.inspection_nodes({'inspect wait'})
+    finally:
+        f.stop()

@@ -151,3 +151,51 @@ def test_explain_names_the_rule_and_the_option():
     reason = policy.explain(GONE, snap(['node-a']), policy.Options())
     assert reason.rule == 'unknown-during-inspection'
     assert reason.option == '[pxe_filter] deny_unknown_macs'
+
+
+# -- scope: one filter per site ---------------------------------------------
+
+def site_snap():
+    """node-a (shard s1, group g1) and node-b (shard s2, group g2), both in
+    inspect wait."""
+    return policy.Snapshot(
+        ports={A1: 'node-a', A2: 'node-a', B1: 'node-b'},
+        nodes={'node-a': policy.NodeInfo('inspect wait', 'agent', 's1', 'g1'),
+               'node-b': policy.NodeInfo('inspect wait', 'agent', 's2',
+                                         'g2')})
+
+
+@pytest.mark.parametrize('shards,groups,allowed', [
+    ((), (), {A1, A2, B1}),                 # no scope: every node
+    (('s1',), (), {A1, A2}),
+    (('s2',), (), {B1}),
+    (('s1', 's2'), (), {A1, A2, B1}),
+    ((), ('g2',), {B1}),
+    (('s1',), ('g1',), {A1, A2}),
+    (('s1',), ('g2',), set()),              # both must match
+    (('s3',), (), set()),
+])
+def test_only_the_scopes_inspections_are_allowed(shards, groups, allowed):
+    options = policy.Options(shards=frozenset(shards),
+                             conductor_groups=frozenset(groups))
+    desired = policy.decide(site_snap(), options)
+    assert {m for m, a in desired.macs.items() if a is Action.ALLOW} == \
+        allowed
+    # the unknown policy follows this scope's inspections only
+    assert desired.unknown is (Action.ALLOW if allowed else Action.DENY)
+    for mac in (A1, A2, B1):
+        reason = policy.explain(mac, site_snap(), options)
+        assert reason.action is desired.macs[mac]
+        if mac not in allowed:
+            assert reason.rule == 'out-of-scope'
+            assert reason.option == ('[pxe_filter] shard, '
+                                     '[pxe_filter] conductor_group')
+
+
+def test_out_of_scope_reason_names_the_nodes_shard_and_the_scope():
+    options = policy.Options(shards=frozenset({'s2'}))
+    reason = policy.explain(A1, site_snap(), options)
+    assert "shard 's1'" in reason.text and 'shards s2' in reason.text
+    assert 'conductor groups any' in reason.text
+    assert policy.unknown_reason(frozenset(), options).text.endswith(
+        "no node in this filter's scope is inspected: denied")
