@@ -776,12 +776,15 @@ class Service:
             self._spawn_guard()
             if status in (guard_mod.EXIT_TERMINATED, guard_mod.EXIT_ORPHANED):
                 # It ran the stop command: dnsmasq is down under us.
-                if self.cmds.start and self._start_job is None:
-                    self._restart('the guard was signalled and stopped it')
-                elif not self.cmds.start:
+                if not self.cmds.start:
                     raise DnsmasqFailure(
                         'the guard was signalled and stopped dnsmasq, which '
                         'pxefilterd cannot start (no dnsmasq_start_command)')
+                if self.pid_file is None and self._start_job is None:
+                    self._restart('the guard was signalled and stopped it')
+                # With a pid file, _supervise sees dnsmasq gone (or already
+                # started again) and acts on what it sees: a start here
+                # could run while a restart already brought it back.
         if self._watcher is not None and not self._watcher.alive():
             LOG.error('The hostsdir watcher died; restarting it and '
                       'rescanning the directory')

@@ -639,6 +639,23 @@ def test_the_guard_stopping_dnsmasq_gets_it_started_again(supervised):
     assert h.stop() == service.EXIT_OK
 
 
+def test_the_guard_stopping_dnsmasq_without_a_pid_file_restarts_it(
+        harness):
+    """Nothing can be observed: the guard's exit status is the only sign,
+    and the start command runs again (once)."""
+    from pxefilterd import guard
+    h = harness()
+    h.svc._guard_factory = guard.Guard
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    h.svc._guard.proc.terminate()     # it runs the stop command, exits 3
+    wait_for(lambda: h.names() == ['start', 'stop', 'start'], timeout=15,
+             what='stopped by the guard, started again')
+    time.sleep(1.5)
+    assert h.names() == ['start', 'stop', 'start']
+    assert h.stop() == service.EXIT_OK
+
+
 def test_status_without_a_pid_file_is_not_assumed_silently(harness):
     h = harness().start()
     wait_for(lambda: h.names() == ['start'])
