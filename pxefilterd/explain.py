@@ -20,7 +20,8 @@ def from_ironic(client, key, options):
     """Explain ``key`` from ironic, asked now (no daemon).
 
     Two kinds of request: the nodes in an inspection state (for the
-    unknown policy and the port's node), and the port with that address.
+    unknown policy and the port's node), and the port with that address
+    (for a client id: every port).
 
     :raises pxefilterd.ironic.ApiError: ironic cannot be asked.
     """
@@ -28,10 +29,13 @@ def from_ironic(client, key, options):
     ports = {}
     port = None
     if key != macs.WILDCARD:
-        for uuid, mac, node, _ in client.ports({'address': key}):
-            if mac == key:
-                ports[mac] = node
-                port = (uuid, node)
+        # ironic filters ports by address; a client id is only found in a
+        # full listing (every page).
+        query = None if macs.is_client_id(key) else {'address': key}
+        for uuid, found, node, _ in client.ports(query):
+            if found == key:
+                ports[found] = node
+                port = (uuid.split('/')[0], node)
     snapshot = policy.Snapshot(ports=ports, nodes=nodes)
     inspected = policy.inspected_nodes(snapshot, options)
     if key == macs.WILDCARD:
@@ -142,8 +146,9 @@ def when(stamp):
 def render(result, out):
     """Write ``result`` for a person to read."""
     key = result['key']
-    out.write('%s\n' % ('Unknown MACs (%s)' % key if key == macs.WILDCARD
-                        else 'MAC %s' % key))
+    out.write('%s\n' % ('Unknown MACs and client ids (%s)' % key
+                        if key == macs.WILDCARD else 'Client %s' % key
+                        if macs.is_client_id(key) else 'MAC %s' % key))
     out.write('  decision:  %s (rule %s)\n' % (result['action'],
                                               result['rule']))
     out.write('  why:       %s\n' % result['text'])

@@ -336,6 +336,8 @@ class Poller(_Worker):
                 {'sort_key': 'id', 'sort_dir': 'desc'}, limit=FEED_PAGE,
                 max_pages=FEED_MAX_PAGES):
             changed[uuid] = (mac, node)
+            if view.is_derived(uuid):
+                continue       # a client id, not a port of the page
             page.append(uuid)
             if len(page) < FEED_PAGE:
                 continue
@@ -359,12 +361,14 @@ class Poller(_Worker):
         count = 0
         for uuid, mac, node, entry in self.client.ports(
                 {'sort_key': 'updated_at', 'sort_dir': 'desc'},
-                fields='uuid,address,node_uuid,updated_at', limit=FEED_PAGE,
+                fields=ironic.PORT_FIELDS + ',updated_at', limit=FEED_PAGE,
                 max_pages=FEED_MAX_PAGES):
             stamp = ironic.parse_time(entry.get('updated_at'))
             if stamp is None:
                 break          # never updated: the rest of the list too
             changed[uuid] = (mac, node)
+            if view.is_derived(uuid):
+                continue       # a client id, not a port of the page
             if newest is None or stamp > newest:
                 newest = stamp
             count += 1

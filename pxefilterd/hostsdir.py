@@ -42,8 +42,20 @@ _TMP_SUFFIX = '.tmp'
 # Errors after which the next sync may succeed; anything else is fatal.
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR,
                               errno.EAGAIN, errno.ENOMEM})
-_MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}'
-                           rb'(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f])')
+_MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f:])[0-9A-Fa-f]{2}'
+                           rb'(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f:])')
+_CLIENT_ID_TOKEN_RE = re.compile(rb'[iI][dD]:[0-9A-Fa-f]{2}'
+                                 rb'(?::[0-9A-Fa-f]{2})+')
+#: The record for every IPoIB client without a record of its own: hardware
+#: type 0x20 (InfiniBand) with a zero-length address.  dnsmasq compares
+#: hardware addresses only when the lengths match, so the Ethernet wildcard
+#: never matches an IPoIB request (hlen 0) and this never matches Ethernet;
+#: an ``id:`` record is compared first and wins.
+IB_UNKNOWN_RECORD = '20-:'
+# A record for a zero-length hardware address (":" or "<type>-:"): what
+# IPoIB requests (and DHCPv6 clients whose MAC is unknown) match.
+_NO_ADDRESS_RE = re.compile(rb'(?m)^\s*(?:[0-9A-Fa-f]{1,2}-)?:\s*(?:,|$)')
+
 
 
 class HostsDirError(Exception):
@@ -59,7 +71,8 @@ class TransientWriteError(HostsDirError):
 
 
 def file_name(key):
-    """Return the file name for a MAC or for :data:`macs.WILDCARD`."""
+    """Return the file name for a key (a MAC, a client id) or for
+    :data:`macs.WILDCARD`."""
     return WILDCARD_FILE if key == macs.WILDCARD else key
 
 
@@ -67,14 +80,24 @@ def key_for_name(name):
     """Return the key a file name stands for, or None for a foreign name."""
     if name == WILDCARD_FILE:
         return macs.WILDCARD
-    return name if macs.normalize_mac(name) == name else None
+    return name if macs.normalize_key(name) == name else None
+
+
+def valid_key(key):
+    """True for a normalised MAC, a normalised client id or the wildcard."""
+    return key == macs.WILDCARD or macs.normalize_key(key) == key
 
 
 def render(key, action):
-    """Return the exact bytes of the file for ``key`` in state ``action``."""
-    if action is Action.DENY:
-        return ('%s,ignore\n' % key).encode('ascii')
-    return ('%s\n' % key).encode('ascii')
+    """Return the exact bytes of the file for ``key`` in state ``action``.
+
+    The wildcard's file holds two records with the same verdict: every
+    Ethernet MAC without a record, and every IPoIB client without one.
+    """
+    suffix = ',ignore\n' if action is Action.DENY else '\n'
+    if key == macs.WILDCARD:
+        return (key + suffix + IB_UNKNOWN_RECORD + suffix).encode('ascii')
+    return (key + suffix).encode('ascii')
 
 
 def parse(key, data):
@@ -105,7 +128,7 @@ def read_base(path):
             continue
         key = line.split(b',', 1)[0].decode('ascii', 'replace')
         action = (parse(key, line + b'\n')
-                  if macs.normalize_mac(key) == key else None)
+                  if macs.normalize_key(key) == key else None)
         if action is None:
             invalid += 1
         else:
@@ -281,9 +304,9 @@ class HostsDir:
         dnsmasq does not watch this file: it reads it at start-up and on
         SIGHUP only, so rewriting it costs dnsmasq nothing until then.
         """
-        for mac in entries:
-            if macs.normalize_mac(mac) != mac:
-                raise ValueError('refusing to write a line for %r' % (mac,))
+        for key in entries:
+            if macs.normalize_key(key) != key:
+                raise ValueError('refusing to write a line for %r' % (key,))
         data = b''.join(render(mac, entries[mac]) for mac in sorted(entries))
         base_dir, base_name = os.path.split(self.base_path)
         tmp = os.path.join(base_dir, '.%s%s' % (base_name, _TMP_SUFFIX))
@@ -346,7 +369,7 @@ class HostsDir:
     def write(self, key, action):
         """Atomically replace the file for ``key`` with ``action``'s form."""
         name = file_name(key)
-        if key != macs.WILDCARD and macs.normalize_mac(key) != key:
+        if not valid_key(key):
             # Defence in depth: callers normalise, but never trust it.
             raise ValueError('refusing to write a file for %r' % (key,))
         tmp = os.path.join(self.staging, name + _TMP_SUFFIX)
@@ -501,11 +524,14 @@ class HostsDir:
 
     def _mentioned(self, data):
         found = set()
-        for token in _MAC_TOKEN_RE.findall(data):
-            mac = macs.normalize_mac(token.decode('ascii'))
+        tokens = (_MAC_TOKEN_RE.findall(data)
+                  + _CLIENT_ID_TOKEN_RE.findall(data))
+        for token in tokens:
+            mac = macs.normalize_key(token.decode('ascii'))
             if mac is not None and mac in self.index:
                 found.add(mac)
-        if b'*' in data and macs.WILDCARD in self.index:
+        if macs.WILDCARD in self.index and (
+                b'*' in data or _NO_ADDRESS_RE.search(data)):
             found.add(macs.WILDCARD)
         return found
 

@@ -59,6 +59,9 @@ def microversion_for(scope):
 #: Most pages one listing may take (10M ports at 1000 a page): beyond that
 #: the answer is treated as broken rather than followed forever.
 MAX_PAGES = 10000
+#: The port fields every listing asks for (``extra`` holds an InfiniBand
+#: port's client id).
+PORT_FIELDS = 'uuid,address,node_uuid,extra'
 _UUID_RE = re.compile(r'[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-'
                       r'[0-9a-f]{12}')
 
@@ -138,9 +141,25 @@ def _items(body, key):
     return items
 
 
-def parse_ports(body, skipped):
-    """Yield ``(uuid, mac, node, entry)`` for the valid ports of one page.
+def _client_id(entry):
+    """The client-id key of a port's ``extra['client-id']``, or None."""
+    extra = entry.get('extra')
+    if not isinstance(extra, dict) or extra.get('client-id') is None:
+        return None
+    key = macs.normalize_client_id(extra['client-id'])
+    if key is None:
+        LOG.warning('Port %s: its extra client-id %.100r is not a client id '
+                    '(colon-separated hex); only its MAC is used',
+                    entry.get('uuid'), extra['client-id'])
+    return key
 
+
+def parse_ports(body, skipped):
+    """Yield ``(uuid, key, node, entry)`` for the valid ports of one page.
+
+    ``key`` is the port's MAC; a port with a client id in its
+    ``extra['client-id']`` (InfiniBand) is also yielded, just before,
+    under :func:`view.client_id_port` of its UUID, with the client-id key.
     Invalid entries are logged, appended to ``skipped`` (a list) and left
     out; ``node`` is None for a port without a node.
 
@@ -164,8 +183,12 @@ def parse_ports(body, skipped):
         else:
             # Interned: 100k ports share ~1k node UUIDs, and the MAC
             # strings of every listing are the index's keys.
-            yield (uuid, sys.intern(mac),
-                   sys.intern(node) if node is not None else None, entry)
+            node = sys.intern(node) if node is not None else None
+            client_id = _client_id(entry)
+            if client_id is not None:
+                # First: a reader that stops after a port has both.
+                yield view.client_id_port(uuid), client_id, node, entry
+            yield uuid, sys.intern(mac), node, entry
             continue
         skipped.append(entry)
         LOG.warning('Skipping port %s: %s', entry.get('uuid'), problem)
@@ -253,11 +276,39 @@ class IronicClient:
             if self._api is not None:
                 return self._api
         # Creating the proxy runs version discovery: a request.
-        api = self._conn.baremetal
+        try:
+            api = self._conn.baremetal
+        except openstack.exceptions.SDKException as exc:
+            # openstacksdk hides why discovery failed ("exists but does not
+            # have any supported versions"): a TLS or connection error.
+            raise ApiError('ironic cannot be used: %s%s'
+                           % (exc, self._why_unreachable())) from exc
         self._check_version(api)
         with self._lock:
             self._api = api
         return api
+
+    def _why_unreachable(self):
+        """Ask ironic's endpoint once, directly; return what went wrong
+        (' (URL: error)'), or ''."""
+        config = self._conn.config
+        try:
+            url = config.get_endpoint('baremetal') or \
+                self._conn.session.get_endpoint(
+                    service_type='baremetal',
+                    interface=config.get_interface('baremetal'),
+                    region_name=config.get_region_name('baremetal'),
+                    service_name=config.get_service_name('baremetal'))
+        except Exception as exc:   # explaining an error: never raise
+            return ' (no baremetal endpoint found: %s)' % exc
+        if not url:
+            return ' (no baremetal endpoint in the catalog)'
+        try:
+            self._conn.session.get(url, authenticated=False,
+                                   raise_exc=False)
+        except Exception as exc:
+            return ' (%s: %s)' % (url, exc)
+        return ''
 
     def _check_version(self, api):
         try:
@@ -392,7 +443,7 @@ class IronicClient:
                         found[uuid] = info
         return found
 
-    def ports(self, params=None, fields='uuid,address,node_uuid', limit=None,
+    def ports(self, params=None, fields=PORT_FIELDS, limit=None,
               max_pages=None, before_page=None):
         """Yield ``(uuid, mac, node, entry)`` for the ports of a listing.
 

@@ -161,6 +161,7 @@ class Service:
         self._threads = []
         self._seq = feed.Sequence()
         self._relay = None
+        self._warned_empty = False
         self._control_factory = control_factory
         self._control = None
         self._requests = queue.SimpleQueue()
@@ -505,6 +506,13 @@ class Service:
                     observe(batch.duration)
                 LOG.debug('Full listing: %d ports in %.3f s',
                           len(self.view.ports), batch.duration)
+                if not self.view.ports and not self._warned_empty:
+                    LOG.warning('ironic listed no port at all: every MAC is '
+                                'treated as unknown.  If ironic has nodes, '
+                                'its [ironic] user may lack the role to see '
+                                'them (ironic then answers an empty list, '
+                                'not an error)')
+                self._warned_empty = not self.view.ports
 
     def _api_error(self, batch):
         self.stats.api_errors += 1
@@ -600,6 +608,7 @@ class Service:
             self.history.move_to_end(key)
             DECISIONS.info('%s: %s -> %s: %s [rule=%s]',
                            'Unknown MACs' if key == macs.WILDCARD
+                           else 'Client %s' % key if macs.is_client_id(key)
                            else 'MAC %s' % key, before, action.value, text,
                            reason.rule)
             logged += 1
@@ -654,7 +663,7 @@ class Service:
         if command == 'explain':
             raw = request.get('key')
             key = (macs.WILDCARD if raw in (macs.WILDCARD, 'unknown')
-                   else macs.normalize_mac(raw))
+                   else macs.normalize_key(raw))
             if key is None:
                 return {'ok': False,
                         'error': 'not a MAC address: %.60r' % (raw,)}

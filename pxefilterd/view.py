@@ -35,8 +35,23 @@ import typing
 
 from pxefilterd import policy
 
-#: port UUID -> (normalised MAC, node UUID or None)
+#: port UUID -> (key: a normalised MAC or client id, node UUID or None)
 Ports = typing.Dict[str, typing.Tuple[str, typing.Optional[str]]]
+
+#: An InfiniBand port has two keys: its MAC, and the client id in its
+#: ``extra['client-id']`` (IPoIB DHCP requests match only that).  The second
+#: is carried as a port of its own under this derived UUID.
+CLIENT_ID_SUFFIX = '/client-id'
+
+
+def client_id_port(uuid):
+    """The derived UUID that carries a port's client id."""
+    return uuid + CLIENT_ID_SUFFIX
+
+
+def is_derived(uuid):
+    """True for a UUID made by :func:`client_id_port`."""
+    return uuid.endswith(CLIENT_ID_SUFFIX)
 
 
 @dataclasses.dataclass
@@ -131,10 +146,15 @@ class IronicView:
         return policy.Snapshot(ports=self.macs, nodes=self.nodes)
 
     def port_of(self, mac):
-        """Return ``(port UUID, node UUID or None)`` holding ``mac``, or
-        None if no port has it."""
+        """Return ``(port UUID, node UUID or None)`` holding ``mac`` (a MAC
+        or a client id), or None if no port has it."""
         uuid = self._owner.get(mac)
-        return None if uuid is None else (uuid, self.ports[uuid][1])
+        if uuid is None:
+            return None
+        node = self.ports[uuid][1]
+        if is_derived(uuid):
+            uuid = uuid[:-len(CLIENT_ID_SUFFIX)]
+        return uuid, node
 
     def ports_of(self, node):
         """Return ``{port UUID: (mac, node)}`` of ``node``."""
@@ -240,13 +260,20 @@ class IronicView:
                 self._upsert(uuid, mac, owner, seq)
 
     def port_changes(self, seq, ports):
-        """Apply ports as a change feed saw them."""
+        """Apply ports as a change feed saw them (a port seen without a
+        client id has none any more)."""
         if seq < self._listing_seq:
             return
         for uuid, (mac, node) in ports.items():
             if node is not None and self._gone.get(node, -1) > seq:
                 continue
             self._upsert(uuid, mac, node, seq)
+            derived = client_id_port(uuid)
+            if (not is_derived(uuid) and derived not in ports
+                    and derived in self.ports):
+                self.notes[self.ports[derived][0]] = (
+                    'its port %s has no client id any more' % uuid)
+                self._remove(derived, seq)
 
     def node_gone(self, seq, node):
         """Forget ``node`` and its ports: ironic said it does not exist."""

@@ -143,14 +143,15 @@ class FakeIronic:
                          if r['node_uuid'] == uuid]:
                 del self.ports[port]
 
-    def add_port(self, node, address, uuid=None):
+    def add_port(self, node, address, uuid=None, extra=None):
         """Create a port on ``node`` (a UUID, or None); return its UUID."""
         uuid = uuid or str(uuid_mod.uuid4())
         with self.lock:
             self.ports[uuid] = dict(
                 id=next(self._ids), uuid=uuid, address=address,
                 node_uuid=node, created_at=_now(), updated_at=None,
-                extra={}, local_link_connection={}, internal_info={},
+                extra=dict(extra or {}), local_link_connection={},
+                internal_info={},
                 pxe_enabled=True, portgroup_uuid=None, physical_network=None)
         return uuid
 

@@ -18,6 +18,8 @@ drivers can be run on the same data and compared file by file.
 
 import os
 
+from pxefilterd.hostsdir import IB_UNKNOWN_RECORD
+
 WILDCARD = '*:*:*:*:*:*'
 WILDCARD_FILE = 'unknown_hosts_filter'
 _SUFFIX_DENY = ',ignore\n'
@@ -25,15 +27,19 @@ _SUFFIX_ALLOW = '\n'
 
 
 def render(key, allow):
-    """Return the file content for ``key`` (a MAC or the wildcard)."""
-    return key + (_SUFFIX_ALLOW if allow else _SUFFIX_DENY)
+    """Return the file content for ``key`` (a MAC or the wildcard, which
+    also carries the InfiniBand record, as pxefilterd writes it)."""
+    suffix = _SUFFIX_ALLOW if allow else _SUFFIX_DENY
+    if key == WILDCARD:
+        return key + suffix + IB_UNKNOWN_RECORD + suffix
+    return key + suffix
 
 
 def _state_from_size(key, size):
     """True (allow), False (deny) or None (neither form's size)."""
-    if size == len(key) + len(_SUFFIX_ALLOW):
+    if size == len(render(key, True)):
         return True
-    if size == len(key) + len(_SUFFIX_DENY):
+    if size == len(render(key, False)):
         return False
     return None
 

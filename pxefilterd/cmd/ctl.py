@@ -71,7 +71,8 @@ def _add_parsers(subparsers):
         'explain', help='Say why a MAC may or may not PXE boot: the '
         'decision, the ironic facts and option behind it, the file on disk, '
         'what dnsmasq answers, and when it last changed.')
-    explain.add_argument('mac', help='A MAC address, or "unknown" for MACs '
+    explain.add_argument('mac', help='A MAC address, an InfiniBand client '
+                         'id (id:xx:xx:...), or "unknown" for the clients '
                          'ironic does not know.')
     explain.add_argument('--format', choices=('text', 'json'),
                          default='text', help='Output format (default: '
@@ -344,9 +345,10 @@ def cmd_explain(conf, out):
     could be asked (what is on disk is still shown)."""
     raw = conf.command.mac
     key = (macs.WILDCARD if raw in ('unknown', macs.WILDCARD)
-           else macs.normalize_mac(raw))
+           else macs.normalize_key(raw))
     if key is None:
-        sys.stderr.write('pxefilterd-ctl: %r is not a MAC address\n' % raw)
+        sys.stderr.write('pxefilterd-ctl: %r is not a MAC address (or a '
+                         'client id: id:xx:xx:...)\n' % raw)
         return EXIT_FAILURE
     code = EXIT_OK
     result, why_not = _ask_daemon(conf, {'command': 'explain', 'key': key})

@@ -16,6 +16,8 @@ from tests.waiting import wait_for
 from tests import fake_dnsmasq
 from tests.fake_ironic import FakeIronic
 
+WILD_DENY = '*:*:*:*:*:*,ignore\n20-:,ignore\n'
+
 TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE_DNSMASQ = os.path.join(TESTS, 'fake_dnsmasq.py')
 A1, B1 = '52:54:00:00:00:a1', '52:54:00:00:00:b1'
@@ -167,7 +169,7 @@ def test_ironic_down_at_start_dnsmasq_waits(daemon, fake):
     fake.mode = '500'
     d = daemon().start()
     wait_for(lambda: 'First sync failed' in d.output(), what='a failure')
-    assert d.files() == {'unknown_hosts_filter': '*:*:*:*:*:*,ignore\n'}
+    assert d.files() == {'unknown_hosts_filter': WILD_DENY}
     assert not d.dnsmasq_running()
     fake.mode = 'ok'
     wait_for(d.dnsmasq_running, timeout=20, what='start after recovery')
@@ -194,7 +196,7 @@ def test_tampering_is_healed(daemon, fake, tamper):
     elif tamper == 'add-mac':
         (d.hostsdir / '52:54:00:00:00:c1').write_text('52:54:00:00:00:c1\n')
     want = {A1: A1 + ',ignore\n', B1: B1 + ',ignore\n',
-            'unknown_hosts_filter': '*:*:*:*:*:*,ignore\n'}
+            'unknown_hosts_filter': WILD_DENY}
     if tamper == 'add-mac':
         want['52:54:00:00:00:c1'] = '52:54:00:00:00:c1,ignore\n'
     wait_for(lambda: d.files() == want, timeout=5, what='heal')

@@ -39,7 +39,7 @@ def test_snapshot_pages_and_filters(fake, client):
     port_requests = [q for p, q in fake.requests if p == '/v1/ports']
     # every page of 1000, then the empty page a full last page leads to
     assert len(port_requests) == 3
-    assert all(q['fields'] == 'uuid,address,node_uuid'
+    assert all(q['fields'] == 'uuid,address,node_uuid,extra'
                for q in port_requests)
 
 
@@ -159,5 +159,30 @@ def test_an_ironic_too_old_for_shards_is_a_clear_error():
                                  r"\(the node field 'shard' \(\[pxe_filter\] "
                                  r"shard\)\)"):
             client.inspection_nodes({'inspect wait'})
+    finally:
+        f.stop()
+
+
+IB_ID = 'ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:0b:01'
+
+
+def test_an_infiniband_port_has_its_client_id_as_a_second_key(caplog):
+    f = FakeIronic().start()
+    try:
+        node = f.add_node()
+        ib = f.add_port(node, '00:02:c9:0a:0b:01',
+                        extra={'client-id': IB_ID.upper()})
+        bad = f.add_port(node, '00:02:c9:0a:0b:02',
+                         extra={'client-id': 'not hex'})
+        plain = f.add_port(node, '52:54:00:00:00:01')
+        listing = f.client().listing(lambda: 0)
+        assert listing.ports == {
+            ib + '/client-id': ('id:' + IB_ID, node),
+            ib: ('00:02:c9:0a:0b:01', node),
+            bad: ('00:02:c9:0a:0b:02', node),       # its MAC still counts
+            plain: ('52:54:00:00:00:01', node)}
+        assert "Port %s: its extra client-id 'not hex' is not a client id" \
+            % bad in caplog.text
+        assert f.client().ports_of(node) == listing.ports
     finally:
         f.stop()

@@ -206,8 +206,9 @@ def test_guard_after_kill_during_first_sync_of_20000(
     # no partial file is ever visible: every file holds a complete form
     for name in os.listdir(hostsdir):
         data = (hostsdir / name).read_text()
-        assert data in (name + '\n', name + ',ignore\n', '*:*:*:*:*:*\n',
-                        '*:*:*:*:*:*,ignore\n'), (name, data)
+        assert data in (name + '\n', name + ',ignore\n',
+                        '*:*:*:*:*:*\n20-:\n',
+                        '*:*:*:*:*:*,ignore\n20-:,ignore\n'), (name, data)
     second = runner_factory(url=big.url).start()
     second.wait_ready(timeout=120)
     assert len(os.listdir(hostsdir)) == 20001

@@ -36,14 +36,14 @@ def test_baseline_writes_what_changed_and_nothing_on_a_noop(tmp_path):
     assert drv.sync({M1, M2}, set(), allow_unknown=False) == 3
     assert files(tmp_path) == {
         M1: M1 + ',ignore\n', M2: M2 + ',ignore\n',
-        'unknown_hosts_filter': '*:*:*:*:*:*,ignore\n'}
+        'unknown_hosts_filter': '*:*:*:*:*:*,ignore\n20-:,ignore\n'}
     # no change: it still lists and stats everything, but writes nothing
     assert drv.sync({M1, M2}, set(), allow_unknown=False) == 0
     assert drv.last == {'listed': 3, 'stats': 3, 'written': 0}
     # one node under inspection, unknown allowed: 2 files
     assert drv.sync({M1, M2}, {M1}, allow_unknown=True) == 2
     assert files(tmp_path)[M1] == M1 + '\n'
-    assert files(tmp_path)['unknown_hosts_filter'] == '*:*:*:*:*:*\n'
+    assert files(tmp_path)['unknown_hosts_filter'] == '*:*:*:*:*:*\n20-:\n'
 
 
 def test_baseline_gives_removed_macs_the_unknown_state(tmp_path):

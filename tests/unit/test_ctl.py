@@ -26,7 +26,8 @@ def hdir(tmp_path):
     (path / M1).write_bytes(b'52:54:00:00:00:01\n')            # allow
     (path / M2).write_bytes(b'52:54:00:00:00:02,ignore\n')     # deny
     (path / M3).write_bytes(b'52:54:00:00:00:03,IGNORE\n')     # invalid
-    (path / 'unknown_hosts_filter').write_bytes(b'*:*:*:*:*:*,ignore\n')
+    (path / 'unknown_hosts_filter').write_bytes(
+        b'*:*:*:*:*:*,ignore\n20-:,ignore\n')
     (path / 'README').write_text('not ours\n')                 # foreign
     return path
 

@@ -223,7 +223,8 @@ def test_explain_without_a_daemon_asks_ironic(fake, tmp_path):
     fake.add_port(node_a, A1)
     fake.add_port(node_b, B1)
     (hdir / B1).write_text(B1 + '\n')      # stale: says allow
-    (hdir / 'unknown_hosts_filter').write_text('*:*:*:*:*:*,ignore\n')
+    (hdir / 'unknown_hosts_filter').write_text(
+        '*:*:*:*:*:*,ignore\n20-:,ignore\n')
     conf = write_conf(tmp_path, hdir, fake.url, str(tmp_path / 'no.sock'))
     code, out = run('--config-file', conf, 'explain', B1)
     assert code == 0

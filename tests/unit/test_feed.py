@@ -398,3 +398,53 @@ def test_listings_take_at_most_their_budget_of_ironic(fake):
     assert rig.lister.interval() == pytest.approx(30 / feed.LISTING_BUDGET)
     rig.settings = service.Settings(sync_period=3600)
     assert rig.lister.interval() == 3600
+
+
+IB = 'ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:0b:%02x'
+
+
+def test_infiniband_client_ids_follow_their_ports(fake):
+    """A port's client id is a second key with its port's verdict: allowed
+    while its node is inspected, seen by the feeds when it is added,
+    changed or removed."""
+    (a, pa, ma), (b, pb, mb) = enroll(fake, 2)
+    fake.set_port(pa, extra={'client-id': IB % 1})
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    assert rig.view.macs['id:' + IB % 1] == a
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {ma, 'id:' + IB % 1}
+    # a new IB port on the inspected node: found by the new-ports feed
+    fake.add_port(a, '00:02:c9:0a:0b:02', extra={'client-id': IB % 2})
+    rig.poll()
+    assert 'id:' + IB % 2 in rig.allowed()[0]
+    # the client id changed, then removed: the updated-ports feed
+    fake.set_port(pa, extra={'client-id': IB % 3})
+    rig.poll()
+    assert 'id:' + IB % 3 in rig.allowed()[0]
+    assert 'id:' + IB % 1 not in rig.view.macs
+    fake.set_port(pa, extra={})
+    rig.poll()
+    assert 'id:' + IB % 3 not in rig.view.macs
+    assert rig.view.port_of('id:' + IB % 2)[1] == a
+
+
+def test_client_ids_do_not_count_as_ports_of_a_feed_page(fake):
+    """Ports with client ids yield two entries each; the new-ports feed
+    must still count ports, or it gives up (and asks for a full listing)
+    after half the ports it may read."""
+    (a, _, _), = enroll(fake, 1)
+    rig = Rig(fake)
+    rig.list()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    count = feed.FEED_PAGE * feed.FEED_MAX_PAGES * 3 // 5
+    for i in range(count):
+        fake.add_port(a, mac(1000 + i), extra={
+            'client-id': 'ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03'
+                         ':00:0a:%02x:%02x' % divmod(i, 256)})
+    rig.poll()
+    assert rig.listings_requested == 0
+    assert all(mac(1000 + i) in rig.view.macs for i in range(count))

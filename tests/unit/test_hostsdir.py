@@ -32,8 +32,9 @@ def test_render_and_parse_are_the_four_forms():
     assert hostsdir.render(M1, Action.DENY) == b'52:54:00:00:00:01,ignore\n'
     assert hostsdir.render(M1, Action.ALLOW) == b'52:54:00:00:00:01\n'
     assert hostsdir.render(macs.WILDCARD, Action.DENY) == \
-        b'*:*:*:*:*:*,ignore\n'
-    assert hostsdir.render(macs.WILDCARD, Action.ALLOW) == b'*:*:*:*:*:*\n'
+        b'*:*:*:*:*:*,ignore\n20-:,ignore\n'
+    assert hostsdir.render(macs.WILDCARD, Action.ALLOW) == \
+        b'*:*:*:*:*:*\n20-:\n'
     for action in Action:
         assert hostsdir.parse(M1, hostsdir.render(M1, action)) is action
     # dnsmasq reads ",IGNORE" as a host name (= allow): never valid here
@@ -57,7 +58,7 @@ def test_apply_writes_files_0644_and_index(store):
     assert n == 3
     assert listing(store) == {
         M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
-        'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+        'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n20-:,ignore\n'}
     for name in os.listdir(store.path):
         mode = stat.S_IMODE(os.stat(os.path.join(store.path, name)).st_mode)
         assert mode == 0o644
@@ -155,7 +156,8 @@ def test_special_entries_are_quarantined_and_our_record_rewritten(
     assert 'moved to' in message
     assert stat.S_ISREG(os.lstat(os.path.join(store.path, M1)).st_mode)
     assert listing(store)[M1] == b'52:54:00:00:00:01,ignore\n'
-    assert listing(store)['unknown_hosts_filter'] == b'*:*:*:*:*:*\n'
+    assert listing(store)['unknown_hosts_filter'] == \
+        b'*:*:*:*:*:*\n20-:\n'
     if name == 'evil':
         assert 'evil' not in os.listdir(store.path)
         # the records the symlink's target held are re-asserted
@@ -292,7 +294,7 @@ class TestHeal:
         assert len(msgs) == 3
         assert listing(healed) == {
             M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
-            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n20-:,ignore\n'}
         assert healed.rescan() == []
 
 
@@ -310,7 +312,7 @@ class TestBaseFile:
         based.apply({M1: Action.ALLOW, macs.WILDCARD: Action.ALLOW})
         based.rebase({M1: Action.DENY, M2: Action.ALLOW}, Action.DENY)
         assert listing(based) == {
-            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n'}
+            'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n20-:,ignore\n'}
         assert open(based.base_path, 'rb').read() == (
             b'52:54:00:00:00:01,ignore\n52:54:00:00:00:02\n')
         mode = stat.S_IMODE(os.stat(based.base_path).st_mode)
@@ -344,3 +346,49 @@ class TestBaseFile:
         based.remove([M1])
         assert based.heal(M1) is None
         assert M1 not in listing(based)
+
+
+# -- InfiniBand client ids ----------------------------------------------------
+
+IB1 = 'id:ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:0b:01'
+
+
+def test_client_id_records_and_the_two_unknown_records():
+    assert hostsdir.render(IB1, Action.DENY) == (IB1 + ',ignore\n').encode()
+    assert hostsdir.render(IB1, Action.ALLOW) == (IB1 + '\n').encode()
+    assert hostsdir.key_for_name(IB1) == IB1
+    assert hostsdir.key_for_name(IB1.upper()) is None     # not ours
+    assert hostsdir.key_for_name('id:ff') is None
+    # the Ethernet wildcard and the InfiniBand one share one file and one
+    # verdict; the old one-line form is not ours any more (rewritten)
+    assert hostsdir.parse(macs.WILDCARD, b'*:*:*:*:*:*,ignore\n') is None
+    assert hostsdir.parse(macs.WILDCARD,
+                          b'*:*:*:*:*:*\n20-:,ignore\n') is None
+
+
+def test_client_id_files_are_written_indexed_and_healed(store):
+    store.track_own_writes = True
+    store.apply({macs.WILDCARD: Action.DENY, IB1: Action.ALLOW})
+    assert listing(store)[IB1] == (IB1 + '\n').encode()
+    with open(os.path.join(store.path, IB1), 'w') as f:
+        f.write(IB1 + ',ignore\n')
+    assert 'rewritten to allow' in store.heal(IB1)
+    store.index.clear()
+    assert store.load() == []
+    assert store.index == {macs.WILDCARD: Action.DENY, IB1: Action.ALLOW}
+    with pytest.raises(ValueError):
+        store.write('id:FF:00', Action.ALLOW)
+
+
+def test_a_foreign_zero_length_record_reasserts_the_unknown_records(store):
+    """A foreign "20-:" (or ":") allow would let unknown IPoIB clients
+    boot; dnsmasq has read it, so our wildcard file is written again."""
+    store.track_own_writes = True
+    store.apply({macs.WILDCARD: Action.DENY, IB1: Action.DENY})
+    wildcard = os.path.join(store.path, hostsdir.WILDCARD_FILE)
+    before = os.stat(wildcard).st_ino
+    with open(os.path.join(store.path, 'evil'), 'w') as f:
+        f.write('20-:\n%s\n' % IB1.upper())
+    msg = store.heal('evil', created=True)
+    assert '2 of our records re-asserted' in msg
+    assert os.stat(wildcard).st_ino != before

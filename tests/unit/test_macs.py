@@ -52,3 +52,34 @@ def test_normalize_accepts_every_real_mac(octets, sep, upper):
     if upper:
         text = text.upper()
     assert macs.normalize_mac(text) == ':'.join('%02x' % o for o in octets)
+
+
+IB_ID = 'ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:0b:01'
+
+
+@pytest.mark.parametrize('value, expected', [
+    (IB_ID, 'id:' + IB_ID),
+    (IB_ID.upper(), 'id:' + IB_ID),
+    ('id:' + IB_ID, 'id:' + IB_ID),
+    ('ID:01:02', 'id:01:02'),
+    ('01:02', 'id:01:02'),
+    ('ff', None),                      # one octet: a hardware type only
+    ('ff0000000000', None),            # dnsmasq would read ASCII
+    ('ff-00-01', None),
+    ('ff:00:1', None),
+    ('ff:00:01,ignore', None),
+    ('ff:00:01\n', None),
+    (':'.join(['ab'] * 64), 'id:' + ':'.join(['ab'] * 64)),
+    (':'.join(['ab'] * 65), None),
+    (None, None), (42, None), ('', None),
+])
+def test_client_ids_are_normalised_or_refused(value, expected):
+    assert macs.normalize_client_id(value) == expected
+
+
+def test_a_key_is_a_mac_or_a_prefixed_client_id():
+    assert macs.normalize_key('52-54-00-00-00-0A') == '52:54:00:00:00:0a'
+    assert macs.normalize_key('id:01:02') == 'id:01:02'
+    assert macs.normalize_key('01:02') is None      # ambiguous without id:
+    assert macs.is_client_id('id:01:02')
+    assert not macs.is_client_id('52:54:00:00:00:0a')

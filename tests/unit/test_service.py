@@ -20,7 +20,8 @@ RECORDER = os.path.join(os.path.dirname(os.path.dirname(__file__)),
 A1, B1, C1 = '52:54:00:00:00:a1', '52:54:00:00:00:b1', '52:54:00:00:00:c1'
 X1 = '52:54:00:00:00:99'
 DENY_A1 = A1 + ',ignore\n'
-WILD_DENY, WILD_ALLOW = '*:*:*:*:*:*,ignore\n', '*:*:*:*:*:*\n'
+WILD_DENY = '*:*:*:*:*:*,ignore\n20-:,ignore\n'
+WILD_ALLOW = '*:*:*:*:*:*\n20-:\n'
 
 
 class Notifier:

@@ -236,4 +236,5 @@ def test_base_file_before_start_and_a_failed_rebase_reload(rig, tmp_path):
     files = r.on_disk()
     assert len(files) == 41
     assert files[mac(7)] == mac(7) + '\n'
-    assert files['unknown_hosts_filter'] == macs.WILDCARD + ',ignore\n'
+    assert files['unknown_hosts_filter'] == hostsdir.render(
+        macs.WILDCARD, Action.DENY).decode()
