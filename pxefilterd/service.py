@@ -73,6 +73,7 @@ class Settings:
 
     sync_period: float = 900.0
     poll_interval: float = 1.0
+    idle_poll_interval: float = 1.5
     options: policy.Options = policy.Options()
     max_stale_seconds: float = 0.0
     purge: bool = True

@@ -1,11 +1,13 @@
 #!/bin/bash
 # Install everything pxefilterd's tests, demo and benchmark need on a fresh
 # Debian 12 machine (run as root): Debian packages, a venv with pxefilterd
-# and tox, and a separate venv with a real ironic.  Idempotent.
+# and tox, and separate venvs with a real ironic and a real keystone.
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 IRONIC_VENV=${PXEFILTERD_IRONIC_VENV:-$REPO/.venv-ironic}
+KEYSTONE_VENV=${PXEFILTERD_KEYSTONE_VENV:-$REPO/.venv-keystone}
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -32,16 +34,30 @@ fi
 if [ ! -x .venv/bin/tox ] || [ ! -x .venv/bin/uv ]; then
     log "creating .venv (pxefilterd + tox)"
     python3 -m venv .venv
-    timeout 900 .venv/bin/pip install -q --upgrade pip
-    timeout 900 .venv/bin/pip install -q 'tox>=4' tox-uv -r requirements.txt \
-        -r test-requirements.txt
+    timeout 900 .venv/bin/pip install -q uv
+    timeout 900 .venv/bin/uv pip install -q --python .venv/bin/python \
+        'tox>=4' tox-uv -r requirements.txt -r test-requirements.txt
 fi
-timeout 900 .venv/bin/pip install -q -e .
+timeout 900 .venv/bin/uv pip install -q --python .venv/bin/python -e .
+
+# venv_install VENV PACKAGE...: a venv of the system python3 with PACKAGEs,
+# installed by uv (seconds; pip takes a minute or more for ironic or
+# keystone).
+venv_install() {
+    local venv=$1
+    shift
+    python3 -m venv "$venv"
+    timeout 900 .venv/bin/uv pip install -q --python "$venv/bin/python" "$@"
+}
 
 if [ ! -x "$IRONIC_VENV/bin/ironic" ]; then
     log "creating $IRONIC_VENV (ironic from PyPI, for integration tests and the demo)"
-    python3 -m venv "$IRONIC_VENV"
-    timeout 900 "$IRONIC_VENV/bin/pip" install -q \
+    venv_install "$IRONIC_VENV" \
         ironic==39.0.0 openstacksdk==4.22.0 python-ironicclient==6.3.0
 fi
-log "ready: dnsmasq $(/usr/sbin/dnsmasq --version | head -n 1 | awk '{print $3}'), ironic venv $IRONIC_VENV"
+if [ ! -x "$KEYSTONE_VENV/bin/keystone-manage" ]; then
+    # A real keystone (tests/integration/test_keystone.py): ~140 MB.
+    log "creating $KEYSTONE_VENV (keystone from PyPI, for the keystone integration tests)"
+    venv_install "$KEYSTONE_VENV" keystone==30.0.0
+fi
+log "ready: dnsmasq $(/usr/sbin/dnsmasq --version | head -n 1 | awk '{print $3}'), ironic venv $IRONIC_VENV, keystone venv $KEYSTONE_VENV"

@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export PXEFILTERD_IRONIC_VENV=${PXEFILTERD_IRONIC_VENV:-$(pwd)/.venv-ironic}
+export PXEFILTERD_KEYSTONE_VENV=${PXEFILTERD_KEYSTONE_VENV:-$(pwd)/.venv-keystone}
 .venv/bin/tox -e pep8,py3,functional,integration "$@"
 # Two benchmark families, so that the benchmark keeps working: numbers
 # printed (and bench-results.json), nothing asserted on time.

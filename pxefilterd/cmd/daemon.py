@@ -65,6 +65,7 @@ def settings_from_conf(conf):
     return service.Settings(
         sync_period=pf.sync_period,
         poll_interval=pf.inspection_poll_interval,
+        idle_poll_interval=pf.idle_poll_interval,
         options=policy.Options(
             deny_unknown_macs=pf.deny_unknown_macs,
             auto_discovery=pf.auto_discovery,

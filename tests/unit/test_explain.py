@@ -96,7 +96,7 @@ class Rig:
         true = [sys.executable, '-c', 'pass']
         self.svc = service.Service(
             service.Settings(sync_period=0.2, poll_interval=0.05,
-                             lock_wait=0, **settings),
+                             idle_poll_interval=0, lock_wait=0, **settings),
             self.fake.client(), hostsdir.HostsDir(str(self.dir)),
             commands.Commands(start=true, stop=true, timeout=10),
             control_factory=lambda ask: control.ControlServer(self.sock,

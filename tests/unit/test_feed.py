@@ -448,3 +448,31 @@ def test_client_ids_do_not_count_as_ports_of_a_feed_page(fake):
     rig.poll()
     assert rig.listings_requested == 0
     assert all(mac(1000 + i) in rig.view.macs for i in range(count))
+
+
+def test_an_idle_fleet_is_polled_less_often(fake):
+    """No node inspected: every idle_poll_interval; from the poll that sees
+    one until the one after the last left: every poll_interval."""
+    (a, _, _), = enroll(fake, 1)
+    rig = Rig(fake, poll_interval=1.0, idle_poll_interval=1.5)
+    assert rig.poller.interval() == 1.0      # nothing known yet
+    rig.list()
+    rig.poll()
+    assert rig.poller.interval() == 1.5
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.poller.interval() == 1.0
+    fake.set_node(a, provision_state='manageable')
+    rig.settings.port_fetches_per_poll = 0
+    rig.poll()            # left, and its ports not fetched yet: still fast
+    assert rig.poller.interval() == 1.0
+    rig.settings.port_fetches_per_poll = 10
+    rig.poll()
+    assert rig.poller.interval() == 1.5
+    rig.settings.options = policy.Options(auto_discovery=True)
+    rig.poll()
+    assert rig.poller.interval() == 1.0
+    rig.settings.options = policy.Options()
+    rig.settings.idle_poll_interval = 0
+    rig.poll()
+    assert rig.poller.interval() == 1.0

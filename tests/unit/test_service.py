@@ -71,6 +71,8 @@ class Harness:
             reload=cmd('reload') if reload else (), timeout=10)
         self.settings = settings or service.Settings(
             sync_period=0.2, poll_interval=0.05, lock_wait=0)
+        # idle or not, poll at poll_interval (test_feed covers the idle one)
+        self.settings.idle_poll_interval = 0
         self.svc = service.Service(
             self.settings, self.client, self.store, self.cmds,
             guard_factory=None, notifier=self.notifier)
