@@ -28,6 +28,7 @@ import os
 import signal
 import socket
 import sqlite3
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -39,11 +40,11 @@ from pathlib import Path
 
 from . import preflight
 
-#: Microversion sent with every request.  1.80 has everything the harness and
+#: Microversion sent with every request.  1.82 has everything the harness and
 #: pxefilterd need (fields >= 1.8, provision_state filter >= 1.9, inspect
-#: interface >= 1.31, abort from inspect wait >= 1.41); ironic 39 serves
-#: 1.1 to 1.115.
-API_VERSION = "1.80"
+#: interface >= 1.31, abort from inspect wait >= 1.41, shard >= 1.82); ironic
+#: 39 serves 1.1 to 1.115.
+API_VERSION = "1.82"
 
 #: Provision states in which a wait for another state can no longer succeed.
 _FAILED_STATES = frozenset(
@@ -249,18 +250,28 @@ class IronicService:
                  check_provision_state_interval: int = 10,
                  max_limit: int = 1000,
                  extra_conf: str = "",
-                 request_timeout: float = 15.0):
+                 request_timeout: float = 15.0,
+                 scheme: str = "http",
+                 ssl_context: ssl.SSLContext | None = None,
+                 headers: dict[str, str] | None = None):
         """Write the conf into *workdir* (created if needed), reserve a port.
 
         *port* pins the port instead of picking a free one (no reservation).
         *extra_conf* is appended verbatim to ``ironic.conf`` (more sections).
         *inspect_wait_timeout*: seconds a node may stay in ``inspect wait``
         before the conductor fails it (0 = forever; default 1 h).
+        *scheme* ``"https"`` for an ironic that serves TLS (set up through
+        *extra_conf*), with *ssl_context* to verify it; *headers* (e.g.
+        ``X-Auth-Token`` for an ironic behind keystone) go with every
+        request (:attr:`headers` may be changed later).
         """
         self.workdir = Path(workdir).resolve()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.venv = Path(venv) if venv else preflight.ironic_venv()
         self.request_timeout = request_timeout
+        self.scheme = scheme
+        self.ssl_context = ssl_context
+        self.headers: dict[str, str] = dict(headers or {})
         self._reservation: socket.socket | None = None
         if port is None:
             self._reservation = _reserve_port()
@@ -286,8 +297,9 @@ class IronicService:
 
     @property
     def url(self) -> str:
-        """API base URL ``http://127.0.0.1:PORT``; valid before start."""
-        return f"http://127.0.0.1:{self.port}"
+        """API base URL ``http://127.0.0.1:PORT`` (or ``https``); valid
+        before start."""
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -506,10 +518,12 @@ class IronicService:
             "Accept": "application/json",
             "Content-Type": "application/json",
             "X-OpenStack-Ironic-API-Version": API_VERSION,
+            **self.headers,
         })
         try:
             with urllib.request.urlopen(
-                    req, timeout=timeout or self.request_timeout) as resp:
+                    req, timeout=timeout or self.request_timeout,
+                    context=self.ssl_context) as resp:
                 raw = resp.read()
             return json.loads(raw) if raw else {}
         except urllib.error.HTTPError as exc:
@@ -597,10 +611,17 @@ class IronicService:
         self.wait_for_state(node["uuid"], "manageable", timeout)
         return node["uuid"]
 
-    def create_port(self, node_uuid: str, mac: str) -> str:
-        """Create a port with address *mac* on the node; return its UUID."""
-        return self.request("POST", "/v1/ports",
-                            {"node_uuid": node_uuid, "address": mac})["uuid"]
+    def create_port(self, node_uuid: str, mac: str,
+                    extra: dict | None = None) -> str:
+        """Create a port with address *mac* on the node; return its UUID.
+
+        *extra*: the port's ``extra`` (e.g. ``{"client-id": ...}`` of an
+        InfiniBand port).
+        """
+        body: dict[str, object] = {"node_uuid": node_uuid, "address": mac}
+        if extra is not None:
+            body["extra"] = extra
+        return self.request("POST", "/v1/ports", body)["uuid"]
 
     def delete_port(self, port_uuid: str) -> None:
         """Delete the port (:class:`IronicError` with status 404 if absent)."""

@@ -15,6 +15,12 @@ from pathlib import Path
 IRONIC_VENV_ENV = "PXEFILTERD_IRONIC_VENV"
 #: Used when :data:`IRONIC_VENV_ENV` is not set.
 DEFAULT_IRONIC_VENV = "/opt/ironic-venv"
+#: Environment variable naming the virtualenv that holds keystone.
+KEYSTONE_VENV_ENV = "PXEFILTERD_KEYSTONE_VENV"
+#: Used when :data:`KEYSTONE_VENV_ENV` is not set: ``.venv-keystone`` in the
+#: source tree (where ``tools/setup.sh`` creates it).
+DEFAULT_KEYSTONE_VENV = str(Path(__file__).resolve().parents[2]
+                            / ".venv-keystone")
 
 _SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 
@@ -22,6 +28,11 @@ _SBIN_DIRS = ("/usr/sbin", "/sbin", "/usr/bin", "/bin")
 def ironic_venv() -> Path:
     """Return the ironic virtualenv path (env var or default); never raises."""
     return Path(os.environ.get(IRONIC_VENV_ENV) or DEFAULT_IRONIC_VENV)
+
+
+def keystone_venv() -> Path:
+    """Return the keystone virtualenv path (env var or default)."""
+    return Path(os.environ.get(KEYSTONE_VENV_ENV) or DEFAULT_KEYSTONE_VENV)
 
 
 def find_tool(name: str) -> str | None:
@@ -80,4 +91,24 @@ def ironic_problem(venv: str | os.PathLike[str] | None = None) -> str | None:
     for tool in ("ironic", "ironic-dbsync", "python"):
         if not os.access(venv / "bin" / tool, os.X_OK):
             return f"{venv}/bin/{tool} missing or not executable"
+    return None
+
+
+def keystone_problem(venv: str | os.PathLike[str] | None = None
+                     ) -> str | None:
+    """Return why a real keystone cannot be run, or ``None``.
+
+    Looks for ``bin/keystone-manage`` and ``bin/python`` in *venv* (default
+    :func:`keystone_venv`) and for keystone's WSGI application module.
+    """
+    venv = Path(venv) if venv else keystone_venv()
+    if not venv.is_dir():
+        return (f"keystone venv {venv} missing (set {KEYSTONE_VENV_ENV}, or "
+                "run tools/setup.sh: pip install keystone==30.0.0 into it)")
+    for tool in ("keystone-manage", "python"):
+        if not os.access(venv / "bin" / tool, os.X_OK):
+            return f"{venv}/bin/{tool} missing or not executable"
+    if not any(venv.glob("lib/python3*/site-packages/keystone/server/"
+                         "wsgi.py")):
+        return f"keystone's WSGI application not found in {venv}"
     return None
