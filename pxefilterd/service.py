@@ -705,6 +705,9 @@ class Service:
         if written is None and key in self.store.base:
             written, record = self.store.base[key], 'base hosts file'
         last = self.history.get(key)
+        if last is None and facts.get('port') is None:
+            # an unknown MAC follows the unknown policy: its last change
+            last = self.history.get(macs.WILDCARD)
         return {
             'key': key,
             'action': reason.action.value,

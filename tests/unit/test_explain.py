@@ -148,6 +148,9 @@ def test_the_daemon_explains_allowed_denied_and_unknown(rig):
     unknown = r.ask(X1)
     assert (unknown['action'], unknown['rule'], unknown['written']) == (
         'allow', 'unknown-during-inspection', None)
+    # no record of its own: the unknown policy's last change is its own
+    assert unknown['last_change']['to'] == 'allow'
+    assert 'unknown MACs may boot' in unknown['last_change']['reason']
     assert unknown['option'] == '[pxe_filter] deny_unknown_macs'
     wildcard = r.ask('unknown')
     assert wildcard['key'] == '*:*:*:*:*:*'
