@@ -144,6 +144,13 @@ class _Worker(threading.Thread):
         if self._kick.wait(max(0.0, seconds)):
             self._kick.clear()
 
+    def _flush(self, events):
+        """Hand ``events`` over now, before the cycle ends (they are taken
+        out of the list); the cycle's own batch follows with the rest."""
+        self._post(Batch(events=list(events), source=self.source,
+                         complete=False, started=self._clock()))
+        del events[:]
+
     def run(self):
         while not self._stopped.is_set():
             started = self._clock()
@@ -242,6 +249,9 @@ class Poller(_Worker):
         seq = self._seq()
         nodes = self._inspection_answer()
         events.append(view.Inspection(seq, nodes))
+        # Decided on at once: the per-node fetches and the feeds below take
+        # ironic a while (each fetch scans its port table on SQLite).
+        self._flush(events)
         now_in = {n for n, info in nodes.items()
                   if policy.inspected(info, options)}
         previous, self._last = self._last, nodes

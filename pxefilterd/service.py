@@ -438,6 +438,10 @@ class Service:
             if self.view.complete:
                 try:
                     self._converge()
+                    if self._last_contact is None:
+                        # (the inspection answer came ahead of its poll's
+                        # end): max_stale_seconds counts from here
+                        self._last_contact = self._clock()
                     return True
                 except hostsdir_mod.TransientWriteError as exc:
                     LOG.error('First sync could not write the hostsdir; '
