@@ -16,19 +16,24 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-need_apt=0
-for bin in dnsmasq ip dhclient shellcheck systemd-analyze python3; do
-    command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || [ -x "/sbin/$bin" ] || need_apt=1
+# dnsmasq-base: the dnsmasq binary without the system service; pxefilterd
+# and the tests run their own instances.  qemu-system-x86, seabios,
+# ipxe-qemu, ovmf, ipxe: virtual machines with real PXE firmware (BIOS and
+# UEFI) in the integration tests, the demo and the benchmark.
+PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
+python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe"
+missing=""
+for pkg in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
+        || missing="$missing $pkg"
 done
-if [ "$need_apt" -eq 1 ]; then
-    log "installing Debian packages (dnsmasq-base, iproute2, isc-dhcp-client, shellcheck, systemd)"
+if [ -n "$missing" ]; then
+    log "installing Debian packages:$missing"
     export DEBIAN_FRONTEND=noninteractive
     timeout 600 apt-get update -qq
-    # dnsmasq-base: the dnsmasq binary without the system service; pxefilterd
-    # and the tests run their own instances.
-    timeout 900 apt-get install -y -qq --no-install-recommends \
-        dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps \
-        python3-venv >/dev/null
+    # shellcheck disable=SC2086  # one word per package
+    timeout 900 apt-get install -y -qq --no-install-recommends $missing \
+        >/dev/null
 fi
 
 if [ ! -x .venv/bin/tox ] || [ ! -x .venv/bin/uv ]; then

@@ -28,7 +28,7 @@ from pxefilterd.bench import env
 from pxefilterd.bench import report as report_mod
 
 FAMILIES = ('local', 'api', 'start', 'latency', 'bursts', 'cost', 'bigflip',
-            'memory', 'events', 'load')
+            'memory', 'events', 'load', 'boot')
 DEFAULT_SIZES = (1000, 10000, 100000)
 QUICK_SIZES = (1000, 10000)
 
@@ -76,7 +76,8 @@ def build_parser():
                'bigflip (6: 100k flip with SIGHUP, both layouts), memory '
                '(7: daemon RSS), events (8: every decision-changing ironic '
                'event -> DHCP answer), load (9: ironic server time per '
-               'minute).')
+               'minute), boot (10: qemu VMs with real PXE firmware: inspect '
+               '-> boot marker, abort -> denied).')
     p.add_argument('--sizes', type=_ints, default=None,
                    help='port counts (default 1000,10000,100000; '
                         '--quick: 1000,10000)')
@@ -115,6 +116,9 @@ def build_parser():
     p.add_argument('--leases', type=_ints0, default=None,
                    help='lease counts for the dnsmasq cost runs (default '
                         '0,50,150; --quick 0,100)')
+    p.add_argument('--boots', type=int, default=None,
+                   help='VM boots timed by the boot scenario, per firmware '
+                        '(default 20 BIOS, 10 UEFI; --quick 10 BIOS)')
     p.add_argument('--workdir', default=None,
                    help='parent of the temporary work directory '
                         '(default /tmp; must be readable by nobody)')
@@ -170,6 +174,10 @@ def make_plan(args):
                        [s for s in (10000, 100000) if s in sizes]
                        or [max(sizes)]),
         'load_window': 20.0 if quick else 60.0,
+        # (firmware, ports in the ironic fixture, boots, denied boots)
+        'boot_cases': ([('bios', 1000, args.boots or 10, 3)] if quick else
+                       [('bios', 10000, args.boots or 20, 5),
+                        ('uefi', 10000, args.boots or 10, 3)]),
     }
     return plan
 
@@ -388,6 +396,21 @@ class Runner:
             self.case(events.SCENARIO_LOAD, '%s ports' % env.fmt_size(size),
                       events.run_load, self.report, size, self.root,
                       self.fixtures, self.plan['load_window'])
+
+    def boot(self):
+        from pxefilterd.bench import boot
+        from pxefilterd.testing import vm
+        if self._problem(boot.SCENARIO_BOOT, ('dhcp', 'ironic')):
+            return
+        for firmware, size, count, denied in self.plan['boot_cases']:
+            case = '%s, %s ports' % (firmware.upper(), env.fmt_size(size))
+            problem = vm.vm_problem(firmware)
+            if problem:
+                self.report.skip(boot.SCENARIO_BOOT, case, problem)
+                continue
+            self.case(boot.SCENARIO_BOOT, case, boot.run_boot, self.report,
+                      size, self.root, self.fixtures, firmware, count, denied)
+            self.save()
 
     def recommendation(self):
         from pxefilterd.bench import dnsmasq_bench as dm

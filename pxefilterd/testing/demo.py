@@ -2,8 +2,10 @@
 
 Enrolls three nodes, then shows which MACs get a PXE offer from dnsmasq
 (real DHCPDISCOVERs from a client namespace) before, during and after the
-in-band inspection of one node.  Everything it starts is stopped and
-removed at the end, also on failure or Ctrl-C.
+in-band inspection of one node, and boots real machines through the
+filter: qemu VMs with SeaBIOS and the iPXE ROM (the inspected node's VM
+boots the test script, another node's VM is ignored).  Everything it
+starts is stopped and removed at the end, also on failure or Ctrl-C.
 
 Run as root: ``python -m pxefilterd.testing.demo`` (``tools/demo.sh``
 installs what it needs first).
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from pxefilterd.testing import dhcp_probe
 from pxefilterd.testing import preflight
+from pxefilterd.testing import vm
 from pxefilterd.testing.daemon import PxefilterdRunner
 from pxefilterd.testing.dnsmasq import DnsmasqInstance
 from pxefilterd.testing.ironic import IronicService
@@ -51,6 +54,27 @@ def wait_answer(network, mac, want_offer, timeout=15.0):
     raise RuntimeError('%s: no change within %.0f s' % (mac, timeout))
 
 
+def boot_vms(network, dnsmasq, workdir, expected):
+    """Boot a VM (SeaBIOS + iPXE ROM) for each node of ``expected`` (name
+    -> should boot), two at a time; say what happened and return whether
+    every one did as expected."""
+    names = {NODES[name]: name for name in expected}
+    say('booting VMs (qemu, SeaBIOS + iPXE, PXE over the bridge) for %s'
+        % ', '.join(expected))
+    verdicts = vm.boot_many(network, dnsmasq, list(names), workdir / 'vms')
+    ok = True
+    for mac, verdict in verdicts.items():
+        name = names[mac]
+        say('%s VM (%s): %s' % (name, mac, verdict.describe()))
+        if verdict.booted:
+            marker = [line for line in verdict.serial_tail.splitlines()
+                      if vm.MARKER in line]
+            say('%s serial console: %s' % (name, marker[-1].strip()
+                                            if marker else '?'))
+        ok = ok and verdict.booted == expected[name]
+    return ok
+
+
 def table(columns):
     rows = [('node-1', NODES['node-1']), ('node-2', NODES['node-2']),
             ('node-3', NODES['node-3']), ('(unknown)', UNKNOWN)]
@@ -78,10 +102,17 @@ def run(workdir):
             ironic.create_port(uuids[name], mac)
         say('ironic %s: enrolled %s' % (ironic.url, ', '.join(
             '%s (%s)' % kv for kv in NODES.items())))
-        network = DhcpNetwork('pxfdemo')
+        vm_problem = vm.vm_problem()
+        if vm_problem is None:
+            network = vm.VmNetwork('pxfdemo', workdir=workdir / 'vmnet')
+            boot = vm.boot_options(vm.prepare_tftp_root(workdir / 'tftp'))
+        else:
+            say('no virtual machines in this run: %s' % vm_problem)
+            network, boot = DhcpNetwork('pxfdemo'), ()
         hostsdir = workdir / 'hostsdir'
         hostsdir.mkdir(mode=0o755)
-        dnsmasq = DnsmasqInstance(network, hostsdir, workdir / 'dnsmasq')
+        dnsmasq = DnsmasqInstance(network, hostsdir, workdir / 'dnsmasq',
+                                  extra_options=boot)
         say('network namespaces %s (dnsmasq, 198.51.100.1/24) and %s '
             '(DHCP clients)' % (network.server_ns, network.client_ns))
         runner = PxefilterdRunner(workdir / 'pxefilterd', ironic.url, dnsmasq)
@@ -104,12 +135,16 @@ def run(workdir):
         say('pxefilterd-ctl explain %s (asks the running daemon):'
             % NODES['node-1'])
         print(runner.ctl('explain', NODES['node-1']), end='', flush=True)
+        booted = vm_problem is not None or boot_vms(
+            network, dnsmasq, workdir, {'node-1': True, 'node-2': False})
 
         say('baremetal node abort node-1')
         ironic.abort(uuids['node-1'])
         denied_after = wait_answer(network, NODES['node-1'], False)
         say('node-1 denied again %.2f s after the abort' % denied_after)
         after = answers(network, all_macs)
+        booted = booted and (vm_problem is not None or boot_vms(
+            network, dnsmasq, workdir / 'after', {'node-1': False}))
         print()
         table([('before inspection', before),
                ('node-1 inspecting', during),
@@ -122,7 +157,7 @@ def run(workdir):
               'denies them; "pxefilterd-ctl explain unknown" says which rule '
               'applies).')
         print()
-        ok = (set(before.values()) == {'no offer'}
+        ok = (booted and set(before.values()) == {'no offer'}
               and during[NODES['node-1']] != 'no offer'
               and during[UNKNOWN] != 'no offer'
               and during[NODES['node-2']] == 'no offer'

@@ -9,6 +9,7 @@ what ironic says.
 
 from __future__ import annotations
 
+import pathlib
 import time
 
 import pytest
@@ -75,16 +76,24 @@ def test_infiniband_ports_follow_the_filter(ironic, runner_factory,
 
 # -- DHCPv6 -------------------------------------------------------------------
 
+SHIPPED_CONF = (pathlib.Path(__file__).resolve().parents[2]
+                / 'etc/pxefilterd/dnsmasq.conf')
+
+
 @pytest.fixture
 def v6_dnsmasq(dhcp_network, hostsdir, harness_tmp):
     """A dnsmasq with a DHCPv6 range and the shipped fail-closed setting
-    (etc/pxefilterd/dnsmasq.conf): DHCPv6 clients that match no record --
-    those whose MAC dnsmasq cannot learn -- are ignored."""
+    (its dhcp-ignore lines, read from etc/pxefilterd/dnsmasq.conf): DHCPv6
+    clients that match no record -- those whose MAC dnsmasq cannot learn --
+    are ignored."""
+    shipped = tuple(line for line in SHIPPED_CONF.read_text().splitlines()
+                    if line.startswith('dhcp-ignore='))
+    assert shipped
     dhcp6_probe.setup_ipv6(dhcp_network)
     dm = DnsmasqInstance(dhcp_network, hostsdir.path,
                          harness_tmp / 'dnsmasq-v6',
                          extra_options=dhcp6_probe.dnsmasq_options()
-                         + ('dhcp-ignore=tag:dhcpv6,tag:!known',))
+                         + shipped)
     try:
         yield dm
     finally:

@@ -141,6 +141,12 @@ def test_hostsdir_is_the_same_everywhere():
     dnsmasq_conf = (ETC / 'dnsmasq.conf').read_text().splitlines()
     assert 'dhcp-hostsdir=%s' % HOSTSDIR in dnsmasq_conf
     assert 'port=0' in dnsmasq_conf
+    # DHCPv6 clients whose MAC dnsmasq cannot learn: ignored, not offered
+    # (tests/integration/test_clients.py uses this very line)
+    assert 'dhcp-ignore=tag:dhcpv6,tag:!known' in dnsmasq_conf
+    # InfiniBand clients match only id: records
+    assert not [line for line in dnsmasq_conf
+                if line.lstrip('#').startswith('dhcp-ignore-clid')]
     conf = cfg.ConfigOpts()
     pxf_conf.register_opts(conf)
     assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == HOSTSDIR
