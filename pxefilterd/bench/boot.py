@@ -34,50 +34,6 @@ SCENARIO_BOOT = '10 real firmware boots (qemu, iPXE, real daemon)'
 BOOT_TARGETS = {'bios': ('<=', 4.0), 'uefi': ('<=', 12.0)}
 
 
-class BootEnv:
-    """A :class:`~pxefilterd.testing.vm.VmNetwork`, a hostsdir, a dnsmasq
-    with the boot options (not started: the daemon starts it) and a TFTP
-    root; closed (dnsmasq stopped, namespaces removed) by :meth:`close`."""
-
-    def __init__(self, root, name):
-        import os
-
-        from pxefilterd.testing import vm
-        from pxefilterd.testing.dnsmasq import DnsmasqInstance
-        self.root = root / name
-        self.root.mkdir(mode=0o755)
-        os.chmod(self.root, 0o755)
-        self.hostsdir = self.root / 'hostsdir'
-        self.hostsdir.mkdir(mode=0o755)
-        os.chmod(self.hostsdir, 0o755)
-        self.net = vm.VmNetwork(prefix='pxb', workdir=self.root / 'net')
-        try:
-            tftp = vm.prepare_tftp_root(self.root / 'tftp')
-            # log-dhcp stays on: the denied verdict reads dnsmasq's log
-            self.dm = DnsmasqInstance(self.net, self.hostsdir,
-                                      self.root / 'dnsmasq',
-                                      extra_options=vm.boot_options(tftp))
-        except BaseException:
-            self.net.close()
-            raise
-
-    def close(self):
-        errors = []
-        for step in (self.dm.stop, self.net.close):
-            try:
-                step()
-            except Exception as exc:   # keep cleaning up
-                errors.append('%s: %s' % (step.__qualname__, exc))
-        if errors:
-            raise RuntimeError('cleanup: ' + '; '.join(errors))
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
-
 def _vm(e, mac, root, firmware):
     from pxefilterd.testing import vm
     return vm.Vm(e.net, e.dm, mac, root / ('vm-%s' % mac.replace(':', '')),
@@ -140,7 +96,7 @@ def run_boot(report, size, root, fixtures, firmware, count, denied):
     results, refusals = [], []
     name = 'boot-%s-%d' % (firmware, size)
     with fixtures.started(size) as (ironic_svc, load), \
-            BootEnv(root, name) as e:
+            env.DhcpEnv(root, name, log_dhcp=True, vms=True) as e:
         runner = PxefilterdRunner(root / ('daemon-' + name), ironic_svc.url,
                                   e.dm)
         try:

@@ -146,12 +146,17 @@ class DhcpEnv:
 
     :param base_file: also give dnsmasq a ``--dhcp-hostsfile`` (the
         "base hosts file" layout) and the store its ``base_path``.
+    :param log_dhcp: keep dnsmasq's ``log-dhcp`` (and no ``quiet-dhcp``).
+    :param vms: a :class:`~pxefilterd.testing.vm.VmNetwork` (a bridge for
+        qemu VMs) and dnsmasq's options to boot real firmware.
     """
 
-    def __init__(self, root, name, base_file=False, log_dhcp=False):
+    def __init__(self, root, name, base_file=False, log_dhcp=False,
+                 vms=False):
         from pxefilterd import hostsdir
         from pxefilterd.testing.dnsmasq import DnsmasqInstance
         from pxefilterd.testing.netns import DhcpNetwork
+        from pxefilterd.testing import vm
         self.root = pathlib.Path(root) / name
         self.root.mkdir(mode=0o755)
         os.chmod(self.root, 0o755)
@@ -163,9 +168,13 @@ class DhcpEnv:
                                        base_path=self.base_path and
                                        str(self.base_path))
         self.store.check()
-        self.net = DhcpNetwork(prefix='pxb')
+        self.net = (vm.VmNetwork(prefix='pxb', workdir=self.root / 'net')
+                    if vms else DhcpNetwork(prefix='pxb'))
         try:
-            extra = ['quiet-dhcp']
+            extra = [] if log_dhcp else ['quiet-dhcp']
+            if vms:
+                extra.extend(vm.boot_options(
+                    vm.prepare_tftp_root(self.root / 'tftp')))
             if base_file:
                 extra.append('dhcp-hostsfile=%s' % self.base_path)
             self.dm = DnsmasqInstance(self.net, self.hostsdir,

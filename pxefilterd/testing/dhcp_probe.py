@@ -150,27 +150,29 @@ def build_discover(mac: bytes, xid: int) -> bytes:
     return b"\xff" * 6 + mac + struct.pack("!H", ETH_P_IP) + ip_hdr + udp
 
 
-def parse_offer(frame: bytes) -> tuple[int, bytes, dict] | None:
-    """Parse an Ethernet frame; return ``(xid, chaddr, info)`` for an OFFER.
+def parse_reply(frame: bytes) -> dict | None:
+    """Parse an Ethernet frame holding a DHCP reply (UDP 67->68,
+    BOOTREPLY); return its fields, or ``None`` for anything else.
 
-    *info* has ``file`` (str or None), ``yiaddr`` and ``server`` (dotted
-    quads or None).  Returns ``None`` for anything that is not a
-    well-formed DHCPOFFER (UDP 67->68, BOOTREPLY, option 53 = 2).
+    The dict has ``xid``, ``htype``, ``hlen``, ``chaddr`` (the 16-byte
+    field),
+    ``yiaddr`` (dotted quad or None), ``file`` (the boot file: the header
+    field, else option 67; None if neither) and ``options`` (``{code:
+    bytes}``).  Also used by the InfiniBand prober.
     """
     if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00":
         return None
-    ihl = (frame[14] & 0x0F) * 4
     if frame[23] != 17:
         return None
-    u = 14 + ihl
+    u = 14 + (frame[14] & 0x0F) * 4
     sport, dport = struct.unpack_from("!HH", frame, u)
     b = u + 8
     if sport != 67 or dport != 68 or len(frame) < b + 240 \
             or frame[b] != 2 or frame[b + 236:b + 240] != MAGIC_COOKIE:
         return None
+    htype, hlen = frame[b + 1], frame[b + 2]
     (xid,) = struct.unpack_from("!I", frame, b + 4)
     yiaddr = socket.inet_ntoa(frame[b + 16:b + 20])
-    chaddr = frame[b + 28:b + 34]
     bootfile = frame[b + 108:b + 236].split(b"\0", 1)[0]
     opts: dict[int, bytes] = {}
     i, end = b + 240, len(frame)
@@ -186,16 +188,30 @@ def parse_offer(frame: bytes) -> tuple[int, bytes, dict] | None:
         length = frame[i + 1]
         opts[code] = frame[i + 2:i + 2 + length]
         i += 2 + length
-    if opts.get(53) != bytes([DHCPOFFER]):
-        return None
     if not bootfile and 67 in opts:
         bootfile = opts[67].split(b"\0", 1)[0]
-    server = socket.inet_ntoa(opts[54]) if len(opts.get(54, b"")) == 4 \
-        else None
-    return xid, chaddr, {
-        "file": bootfile.decode(errors="replace") or None,
-        "yiaddr": yiaddr if yiaddr != "0.0.0.0" else None,
-        "server": server,
+    return {"xid": xid, "htype": htype, "hlen": hlen,
+            "chaddr": frame[b + 28:b + 44],
+            "yiaddr": yiaddr if yiaddr != "0.0.0.0" else None,
+            "file": bootfile.decode(errors="replace") or None,
+            "options": opts}
+
+
+def parse_offer(frame: bytes) -> tuple[int, bytes, dict] | None:
+    """Parse an Ethernet frame; return ``(xid, chaddr, info)`` for an OFFER.
+
+    *info* has ``file`` (str or None), ``yiaddr`` and ``server`` (dotted
+    quads or None).  Returns ``None`` for anything that is not a
+    well-formed DHCPOFFER (UDP 67->68, BOOTREPLY, option 53 = 2).
+    """
+    reply = parse_reply(frame)
+    if reply is None or reply["options"].get(53) != bytes([DHCPOFFER]):
+        return None
+    server = reply["options"].get(54, b"")
+    return reply["xid"], reply["chaddr"][:6], {
+        "file": reply["file"],
+        "yiaddr": reply["yiaddr"],
+        "server": socket.inet_ntoa(server) if len(server) == 4 else None,
     }
 
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING
 from pxefilterd.testing.dhcp_probe import (
     DHCPDISCOVER, DHCPOFFER, ETH_P_IP, MAGIC_COOKIE, PACKET_OUTGOING,
     PARAMETER_REQUEST_LIST, PXE_VENDOR_CLASS, ProbeError, _checksum,
-    _open_socket)
+    _open_socket, parse_reply)
 
 if TYPE_CHECKING:
     from .netns import DhcpNetwork
@@ -135,47 +135,18 @@ def parse_offer(frame: bytes) -> tuple[int, dict] | None:
     *info*: ``file``, ``yiaddr``, ``server``, ``htype``, ``hlen`` and
     ``echoed_client_id`` (option 61 in the reply, colon hex, or None).
     """
-    if len(frame) < 14 + 20 + 8 + 240 or frame[12:14] != b"\x08\x00":
+    reply = parse_reply(frame)
+    if reply is None or reply["options"].get(53) != bytes([DHCPOFFER]):
         return None
-    if frame[23] != 17:
-        return None
-    u = 14 + (frame[14] & 0x0F) * 4
-    sport, dport = struct.unpack_from("!HH", frame, u)
-    b = u + 8
-    if sport != 67 or dport != 68 or len(frame) < b + 240 \
-            or frame[b] != 2 or frame[b + 236:b + 240] != MAGIC_COOKIE:
-        return None
-    htype, hlen = frame[b + 1], frame[b + 2]
-    (xid,) = struct.unpack_from("!I", frame, b + 4)
-    yiaddr = socket.inet_ntoa(frame[b + 16:b + 20])
-    bootfile = frame[b + 108:b + 236].split(b"\0", 1)[0]
-    opts: dict[int, bytes] = {}
-    i, end = b + 240, len(frame)
-    while i < end:
-        code = frame[i]
-        if code == 255:
-            break
-        if code == 0:
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        length = frame[i + 1]
-        opts[code] = frame[i + 2:i + 2 + length]
-        i += 2 + length
-    if opts.get(53) != bytes([DHCPOFFER]):
-        return None
-    if not bootfile and 67 in opts:
-        bootfile = opts[67].split(b"\0", 1)[0]
-    server = socket.inet_ntoa(opts[54]) if len(opts.get(54, b"")) == 4 \
-        else None
+    opts = reply["options"]
+    server = opts.get(54, b"")
     echoed = opts.get(61)
-    return xid, {
-        "file": bootfile.decode(errors="replace") or None,
-        "yiaddr": yiaddr if yiaddr != "0.0.0.0" else None,
-        "server": server,
-        "htype": htype,
-        "hlen": hlen,
+    return reply["xid"], {
+        "file": reply["file"],
+        "yiaddr": reply["yiaddr"],
+        "server": socket.inet_ntoa(server) if len(server) == 4 else None,
+        "htype": reply["htype"],
+        "hlen": reply["hlen"],
         "echoed_client_id": echoed.hex(":") if echoed else None,
     }
 

@@ -21,7 +21,6 @@ Ironic runs from the virtualenv given by ``PXEFILTERD_IRONIC_VENV`` (default
 
 from __future__ import annotations
 
-import ctypes
 import datetime
 import json
 import os
@@ -38,7 +37,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import preflight
+from . import preflight, procs
 
 #: Microversion sent with every request.  1.82 has everything the harness and
 #: pxefilterd need (fields >= 1.8, provision_state filter >= 1.9, inspect
@@ -202,37 +201,9 @@ def _kill_if_same(pid: int, start_time: int, sig: int) -> None:
             pass
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: have the kernel SIGTERM the child if its parent dies.
-
-    Keeps ironic from outliving a test runner that is SIGKILLed (no
-    finalizers run then).  Linux ties this to the *thread* that forked, so
-    start ironic from a thread that lives as long as the service.
-    """
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 #: ironic venv -> bytes of an empty database with its schema, made once per
 #: process by ``ironic-dbsync create_schema``.
 _SCHEMAS: dict[Path, bytes] = {}
-
-
-def _reserve_port(port: int = 0) -> socket.socket:
-    """Bind a socket to 127.0.0.1:*port* (0 = any free one), not listening.
-
-    While it stays open no other process can bind the port without
-    SO_REUSEADDR, and the kernel won't hand it out as an ephemeral port.
-    Raises OSError if the port is taken.
-    """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class IronicService:
@@ -274,7 +245,7 @@ class IronicService:
         self.headers: dict[str, str] = dict(headers or {})
         self._reservation: socket.socket | None = None
         if port is None:
-            self._reservation = _reserve_port()
+            self._reservation = procs.reserve_port()
             port = self._reservation.getsockname()[1]
         self.port = int(port)
         self.conf_path = self.workdir / "ironic.conf"
@@ -394,7 +365,7 @@ class IronicService:
                 [self._bin("ironic"), "--config-file", str(self.conf_path)],
                 cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent)
+                preexec_fn=procs.die_with_parent(signal.SIGTERM))
         try:
             while True:
                 if self._proc.poll() is not None:
@@ -456,7 +427,7 @@ class IronicService:
         """Hold the port again while stopped; skip if someone else has it."""
         if self._reservation is None:
             try:
-                self._reservation = _reserve_port(self.port)
+                self._reservation = procs.reserve_port(self.port)
             except OSError:
                 pass
 
@@ -493,14 +464,7 @@ class IronicService:
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the last *lines* lines of ``ironic.log`` ('' if none)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 200 * lines))
-                data = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(data.splitlines()[-lines:])
+        return procs.tail(self.log_path, lines)
 
     # ------------------------------------------------------------ API
 

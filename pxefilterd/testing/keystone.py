@@ -44,8 +44,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from . import preflight
-from .ironic import _die_with_parent, _now_db, _reserve_port
+from . import preflight, procs
+from .ironic import _now_db
 from .tls import TlsFiles
 
 #: Region of every endpoint the harness registers (and of the bootstrap's).
@@ -182,7 +182,7 @@ class KeystoneService:
         self.request_timeout = request_timeout
         self.ssl_context = (ssl.create_default_context(
             cafile=str(tls.ca_cert)) if tls else None)
-        self._reservation: socket.socket | None = _reserve_port()
+        self._reservation: socket.socket | None = procs.reserve_port()
         self.port = self._reservation.getsockname()[1]
         self.conf_path = self.workdir / "keystone.conf"
         self.db_path = self.workdir / "keystone.db"
@@ -305,7 +305,8 @@ class KeystoneService:
             self._proc = subprocess.Popen(
                 argv, cwd=self.workdir, stdin=subprocess.DEVNULL,
                 stdout=log, stderr=subprocess.STDOUT, env=env,
-                start_new_session=True, preexec_fn=_die_with_parent)
+                start_new_session=True,
+                preexec_fn=procs.die_with_parent(signal.SIGTERM))
         try:
             while True:
                 if self._proc.poll() is not None:
@@ -355,14 +356,7 @@ class KeystoneService:
 
     def log_tail(self, lines: int = 40) -> str:
         """Return the last *lines* lines of ``keystone.log`` ('' if none)."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 300 * lines))
-                data = f.read().decode(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(data.splitlines()[-lines:])
+        return procs.tail(self.log_path, lines)
 
     # ------------------------------------------------------------ API
 

@@ -22,7 +22,6 @@ logs one line per advertisement to ``--log`` (or nowhere).  Needs root
 from __future__ import annotations
 
 import argparse
-import ctypes
 import os
 import select
 import signal
@@ -31,6 +30,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from pxefilterd.testing import procs
 
 ROUTER_SOLICITATION = 133
 ROUTER_ADVERTISEMENT = 134
@@ -171,13 +172,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the responder if the thread that started it
-    dies (a killed test run must not leave it in the namespace)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class RaResponder:
     """This module run as a child process inside a network namespace.
 
@@ -200,7 +194,7 @@ class RaResponder:
         """Start it; return once it answers.  Raises :class:`RaError`."""
         self.proc = subprocess.Popen(
             self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, preexec_fn=_die_with_parent)
+            stderr=subprocess.PIPE, preexec_fn=procs.die_with_parent())
         assert self.proc.stdout is not None
         line = b""
         deadline = time.monotonic() + timeout

@@ -43,19 +43,18 @@ Cost: ~50 MiB and ~0.4 s CPU per BIOS boot; a waiting iPXE spins a core.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import itertools
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import procs
 from .dnsmasq import DnsmasqInstance
 from .netns import DhcpNetwork, NetnsError, run
 from .preflight import dhcp_problem, find_tool
@@ -340,12 +339,6 @@ def _secs(value: float | None) -> str:
     return "-" if value is None else "%.2f s" % value
 
 
-def _die_with_parent() -> None:
-    """preexec_fn: SIGKILL the VM if the thread that started it dies."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 class _Tail:
     """Reads what a file gained since the last call (whole lines only)."""
 
@@ -471,7 +464,8 @@ class Vm:
                 self.proc = subprocess.Popen(
                     self.network.server_argv(self.argv()),
                     stdin=subprocess.DEVNULL, stdout=out,
-                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=procs.die_with_parent())
         except BaseException:
             self.network.del_tap(self.tap)
             self.tap = None
