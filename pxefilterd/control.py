@@ -70,16 +70,15 @@ class ControlServer:
         self._ask = ask
         _refuse_if_in_use(path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old = os.umask(0o777 & ~SOCKET_MODE)
         try:
+            # (no umask dance: it would apply to every thread; nobody can
+            # connect before listen() below, and the mode is set first)
             self._sock.bind(path)
+            os.chmod(path, SOCKET_MODE)
         except OSError as exc:
             self._sock.close()
             raise ControlError('cannot bind %s: %s'
                                % (path, exc.strerror or exc)) from exc
-        finally:
-            os.umask(old)
-        os.chmod(path, SOCKET_MODE)
         self._sock.listen(8)
         self._inode = os.stat(path).st_ino
         self._thread = threading.Thread(target=self._serve,

@@ -14,6 +14,7 @@ import os
 from pxefilterd import hostsdir
 from pxefilterd import macs
 from pxefilterd import policy
+from pxefilterd import view
 
 
 def from_ironic(client, key, options):
@@ -35,7 +36,7 @@ def from_ironic(client, key, options):
         for uuid, found, node, _ in client.ports(query):
             if found == key:
                 ports[found] = node
-                port = (uuid.split('/')[0], node)
+                port = (view.port_uuid(uuid), node)
     snapshot = policy.Snapshot(ports=ports, nodes=nodes)
     inspected = policy.inspected_nodes(snapshot, options)
     if key == macs.WILDCARD:

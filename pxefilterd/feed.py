@@ -131,6 +131,9 @@ class _Worker(threading.Thread):
         self._stopped = threading.Event()
         self._kick = threading.Event()
         self._failures = 0
+        #: Set by a cycle that did part of its work and failed the rest in
+        #: a way that needs no backoff of the whole thread.
+        self.soft_error = None
 
     def stop(self):
         self._stopped.set()
@@ -157,8 +160,9 @@ class _Worker(threading.Thread):
             requests = self.client.requests
             events = []
             try:
+                self.soft_error = None
                 complete = self.cycle(events)
-                error = None
+                error = self.soft_error
                 self._failures = 0
             except ironic.ApiError as exc:
                 complete, error = False, exc
@@ -170,7 +174,7 @@ class _Worker(threading.Thread):
             if self._stopped.is_set():
                 return
             wait = self.interval()
-            if error is not None:
+            if self._failures:
                 wait = self.retry_wait(
                     wait, min(MAX_BACKOFF, 2.0 ** (self._failures - 1)))
             self._post(Batch(events=events, source=self.source,
@@ -178,8 +182,8 @@ class _Worker(threading.Thread):
                              duration=self._clock() - started,
                              retry_in=wait,
                              requests=self.client.requests - requests))
-            self._sleep(wait - (self._clock() - started)
-                        if error is None else wait)
+            self._sleep(wait if self._failures
+                        else wait - (self._clock() - started))
 
 
 class Lister(_Worker):
@@ -230,6 +234,8 @@ class Poller(_Worker):
         self._mark = None        # newest updated_at seen
         self._feed_runs = {}     # feed -> (last start, its duration)
         self._active = True      # a node is inspected, or may just be
+        self._tries = {}         # node -> failed fetches in a row
+        self._not_before = {}    # node -> when its fetch may be tried again
 
     def interval(self):
         settings = self._settings()
@@ -272,7 +278,9 @@ class Poller(_Worker):
         active = bool(now_in or options.auto_discovery)
         self._feeds(events, active=active, interval=settings.poll_interval)
         self._active = active or bool(self._work)
-        return True
+        # Complete (contact with ironic, for max_stale_seconds) only when no
+        # node's ports are still unknown because their fetch failed.
+        return self.soft_error is None and not self._tries
 
     def _inspection_answer(self):
         """Ask for ``inspect wait`` (and ``inspecting`` when due, or when a
@@ -307,17 +315,36 @@ class Poller(_Worker):
                 node = self._turn.popleft()
                 self._turn.append(node)
                 self._work.setdefault(node, 'refresh')
+        now = self._clock()
+        failed = []
         while self._work and budget > 0:
             node, why = next(iter(self._work.items()))
+            del self._work[node]
+            if self._not_before.get(node, now) > now:
+                failed.append((node, why))     # backing off: skipped
+                continue
+            budget -= 1
             seq = self._seq()
             try:
                 ports = self.client.ports_of(node)
             except ironic.NodeGone:
                 events.append(view.NodeGone(seq, node))
+            except ironic.ApiError as exc:
+                # This node's fetch is retried later (with backoff) and
+                # the others go on: one node must not hold the poll.
+                self.soft_error = exc
+                tries = self._tries.get(node, 0) + 1
+                self._tries[node] = tries
+                self._not_before[node] = now + min(MAX_BACKOFF,
+                                                   2.0 ** (tries - 1))
+                failed.append((node, why))
+                continue
             else:
                 events.append(view.NodePorts(seq, node, ports))
-            del self._work[node]
-            budget -= 1
+            self._tries.pop(node, None)
+            self._not_before.pop(node, None)
+        for node, why in failed:
+            self._work.setdefault(node, why)   # behind the others
 
     # -- change feeds ------------------------------------------------------
 

@@ -1,11 +1,14 @@
-"""The dhcp-hostsdir cache: one file per MAC, written atomically.
+"""The dhcp-hostsdir cache: one file per key, written atomically.
 
 Layout (the file name is the index, the content is the policy)::
 
     <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff,ignore\\n"   deny
     <hostsdir>/aa:bb:cc:dd:ee:ff      "aa:bb:cc:dd:ee:ff\\n"          allow
-    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*,ignore\\n"   deny unknown
-    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*\\n"          allow unknown
+    <hostsdir>/id:ff:00:...:0b:01     "id:ff:00:...:0b:01[,ignore]\\n"
+                                      (an InfiniBand port's client id)
+    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*,ignore\\n20-:,ignore\\n"
+                                      deny unknown (Ethernet and IPoIB)
+    <hostsdir>/unknown_hosts_filter   "*:*:*:*:*:*\\n20-:\\n"  allow unknown
 
 dnsmasq quirks that shape this module (see DESIGN.md):
 
@@ -427,7 +430,11 @@ class HostsDir:
         key = key_for_name(name)
         if created and name in self._own:
             try:
-                if os.lstat(path).st_ino == self._own[name]:
+                st = os.lstat(path)
+                # (a regular file: a symlink made right after our file was
+                # deleted may get the same inode number)
+                if (st.st_ino == self._own[name]
+                        and stat.S_ISREG(st.st_mode)):
                     del self._own[name]
                     return None
             except OSError:
@@ -453,9 +460,7 @@ class HostsDir:
             data, found = ('<unreadable: %s>' % exc.strerror).encode(), None
         if data is None and key not in self.index:
             return None   # e.g. removed by compaction: nothing was decided
-        expected = self.index.get(key)
-        if expected is None:
-            expected = self.index.get(macs.WILDCARD, Action.DENY)
+        expected = self._expected(key)
         if data is not None and found is expected:
             return None
         self.write(key, expected)
@@ -465,10 +470,25 @@ class HostsDir:
             what = 'held %r' % data[:64]
         return '%s %s; rewritten to %s' % (path, what, expected.value)
 
-    def _quarantine_dir(self):
+    def _expected(self, key):
+        """What the file for ``key`` must say: its decided state, else (no
+        decision, or an invalid file) the wildcard's."""
+        expected = self.index.get(key)
+        if expected is None:
+            expected = self.index.get(macs.WILDCARD, Action.DENY)
+        return expected
+
+    def _move_to_quarantine(self, name):
+        """Move ``name`` to the quarantine directory beside the staging
+        files; return where, or None if it vanished meanwhile."""
         qdir = os.path.join(self.staging, QUARANTINE_DIR)
         os.makedirs(qdir, mode=0o700, exist_ok=True)
-        return qdir
+        target = os.path.join(qdir, '%s.%d' % (name, time.time_ns()))
+        try:
+            os.rename(os.path.join(self.path, name), target)
+        except FileNotFoundError:
+            return None
+        return target
 
     def _move_away(self, name):
         """Move an entry that is not a regular file to the quarantine
@@ -476,14 +496,15 @@ class HostsDir:
         path = os.path.join(self.path, name)
         try:
             mode = os.lstat(path).st_mode
+            kind = ('a symlink to %r' % os.readlink(path)
+                    if stat.S_ISLNK(mode) else 'a directory'
+                    if stat.S_ISDIR(mode) else
+                    'not a regular file (mode %o)' % stat.S_IFMT(mode))
         except FileNotFoundError:
             return '%s vanished' % path
-        kind = ('a symlink to %r' % os.readlink(path) if stat.S_ISLNK(mode)
-                else 'a directory' if stat.S_ISDIR(mode)
-                else 'not a regular file (mode %o)' % stat.S_IFMT(mode))
-        target = os.path.join(self._quarantine_dir(),
-                              '%s.%d' % (name, time.time_ns()))
-        os.rename(path, target)
+        target = self._move_to_quarantine(name)
+        if target is None:
+            return '%s (%s) vanished' % (path, kind)
         return '%s was %s; moved to %s' % (path, kind, target)
 
     def _quarantine_special(self, name, path, key):
@@ -495,15 +516,11 @@ class HostsDir:
         if os.path.islink(path):
             data = self._read_target(path)
         what = self._move_away(name)
+        reasserted = self._mentioned(data)
         if key is not None:
-            reasserted = {key}
-        else:
-            reasserted = self._mentioned(data)
+            reasserted.add(key)
         for item in sorted(reasserted):
-            expected = self.index.get(item)
-            if expected is None:
-                expected = self.index.get(macs.WILDCARD, Action.DENY)
-            self.write(item, expected)
+            self.write(item, self._expected(item))
         return '%s; %d of our records re-asserted' % (what, len(reasserted))
 
     @staticmethod
@@ -523,13 +540,16 @@ class HostsDir:
             os.close(fd)
 
     def _mentioned(self, data):
+        """Every key a foreign file holds a record for (dnsmasq has read
+        them: each needs a newer record of ours), the wildcard included
+        when it has a wildcard or a zero-length address."""
         found = set()
         tokens = (_MAC_TOKEN_RE.findall(data)
                   + _CLIENT_ID_TOKEN_RE.findall(data))
         for token in tokens:
-            mac = macs.normalize_key(token.decode('ascii'))
-            if mac is not None and mac in self.index:
-                found.add(mac)
+            key = macs.normalize_key(token.decode('ascii'))
+            if key is not None:
+                found.add(key)
         if macs.WILDCARD in self.index and (
                 b'*' in data or _NO_ADDRESS_RE.search(data)):
             found.add(macs.WILDCARD)
@@ -540,12 +560,14 @@ class HostsDir:
             data = self._read(path)
         except OSError:
             return None   # gone again, or a directory: nothing to undo
-        target = os.path.join(self._quarantine_dir(),
-                              '%s.%d' % (name, time.time_ns()))
-        os.rename(path, target)
+        target = self._move_to_quarantine(name)
+        if target is None:
+            target = '(nowhere: it vanished)'
+        # A key ironic does not know gets the wildcard's state: a foreign
+        # allow for it would otherwise beat our wildcard deny.
         reasserted = self._mentioned(data)
         for key in sorted(reasserted):
-            self.write(key, self.index[key])
+            self.write(key, self._expected(key))
         return ('foreign file %s moved to %s; %d of our records re-asserted'
                 % (path, target, len(reasserted)))
 

@@ -113,7 +113,7 @@ class Service:
         with the same methods); only the feed threads call it.
     :param store: a :class:`pxefilterd.hostsdir.HostsDir`.
     :param cmds: a :class:`pxefilterd.commands.Commands`.
-    :param guard_factory: callable(stop_argv, timeout, lock_fd) returning a
+    :param guard_factory: callable(stop Command, lock_fd) returning a
         guard (see :mod:`pxefilterd.guard`), or None for no guard.
     :param watcher_factory: callable(path, wake) returning a started-able
         watcher (see :mod:`pxefilterd.watcher`), or None.
@@ -238,6 +238,10 @@ class Service:
         except hostsdir_mod.HostsDirError as exc:
             LOG.error('Cannot start: %s', exc)
             return EXIT_FAILURE
+        except OSError as exc:
+            LOG.error('Cannot start: cannot lock %s: %s', self.store.path,
+                      exc.strerror or exc)
+            return EXIT_FAILURE
         code, reason = EXIT_FAILURE, 'unexpected error'
         try:
             code, reason = self._run_locked()
@@ -343,12 +347,15 @@ class Service:
         """dnsmasq is not serving: put the hostsdir right, start it."""
         LOG.error('dnsmasq is not running (%s); re-asserting the hostsdir and '
                   'starting it again', why)
-        self.stats.dnsmasq_running = False
-        self.writer.serving = False     # it reads every file when it starts
-        self._rescan()
         if self._notifier is not None:
             self._notifier.status('dnsmasq not running (%s); restarting'
                                   % why)
+        self._relaunch(why)
+
+    def _relaunch(self, why):
+        self.stats.dnsmasq_running = False
+        self.writer.serving = False     # it reads every file when it starts
+        self._rescan()
         self._start_dnsmasq(why)
 
     def _supervise(self):
@@ -378,15 +385,17 @@ class Service:
                 LOG.warning('dnsmasq started again (%s)', why)
         if self._start_due is not None:
             if now >= self._start_due:
-                self._start_dnsmasq('retry')
+                self._relaunch('retry')
             return
         seen = dnsmasq_mod.observe(self.pid_file)
         self.stats.dnsmasq_detail = seen.detail
+        young = (self._started_at is not None
+                 and now - self._started_at < START_GRACE)
         if seen.state == dnsmasq_mod.RUNNING:
             self.stats.dnsmasq_state = 'running'
             self.stats.dnsmasq_running = True
-            if self._start_failures and self._started_at is not None:
-                self._start_failures = 0
+            if self._start_failures and not young:
+                self._start_failures = 0    # it stayed up: a good start
             return
         if seen.state == dnsmasq_mod.UNKNOWN:
             self.stats.dnsmasq_state = ('unknown (assumed running)'
@@ -402,9 +411,7 @@ class Service:
             self.stats.dnsmasq_state = 'gone'
             self.stats.dnsmasq_running = False
             return
-        if (self._started_at is not None
-                and now - self._started_at < START_GRACE
-                and self.stats.dnsmasq_state == 'starting'):
+        if young and self.stats.dnsmasq_state == 'starting':
             return      # give it the time to write its pid file
         if self.stats.dnsmasq_state == 'starting':
             # started, but never showed up
@@ -412,6 +419,12 @@ class Service:
                                'command: %s' % (START_GRACE, seen.detail))
             return
         self.stats.dnsmasq_state = 'gone'
+        if young:
+            # died soon after it was started: a failed start (with backoff,
+            # and fatal after START_ATTEMPTS), not a fresh crash
+            self._start_failed('dnsmasq exited %.1f s after it was started: '
+                               '%s' % (now - self._started_at, seen.detail))
+            return
         self._restart(seen.detail)
 
     def _start_threads(self):
@@ -522,7 +535,7 @@ class Service:
     def _api_error(self, batch):
         self.stats.api_errors += 1
         what = ('full listing' if batch.source == 'listing'
-                else 'inspection poll')
+                else 'poll')
         if not self._ready:
             LOG.error('First sync failed, dnsmasq not started; retrying in '
                       '%.0f s: %s', batch.retry_in, batch.error)
@@ -670,8 +683,8 @@ class Service:
             key = (macs.WILDCARD if raw in (macs.WILDCARD, 'unknown')
                    else macs.normalize_key(raw))
             if key is None:
-                return {'ok': False,
-                        'error': 'not a MAC address: %.60r' % (raw,)}
+                return {'ok': False, 'error': 'not a MAC address or client '
+                        'id: %.60r' % (raw,)}
             return dict(self.explain(key), ok=True)
         return {'ok': False, 'error': 'unknown command %.40r' % (command,)}
 
@@ -695,7 +708,8 @@ class Service:
         }
 
     def explain(self, key):
-        """Why ``key`` (a normalised MAC or the wildcard) gets its answer.
+        """Why ``key`` (a normalised MAC or client id, or the wildcard) gets
+        its answer.
 
         Returns the decision and its reason, the ironic facts behind it,
         what pxefilterd wrote for it, and when it last changed.
@@ -744,7 +758,7 @@ class Service:
             return
         try:
             server = self._control_factory(self.ask)
-        except control.ControlError as exc:
+        except (control.ControlError, OSError) as exc:
             # Not worth failing the filter for: explain falls back to ironic.
             LOG.error('Control socket not served (pxefilterd-ctl explain '
                       'and status cannot ask this daemon): %s', exc)
@@ -758,6 +772,9 @@ class Service:
             server.close()
 
     def _spawn_guard(self):
+        old = self._guard
+        if old is not None:
+            old.close(wait=0)       # it has exited: just its pipe
         self._guard = self._guard_factory(self.cmds.stop,
                                           self.store.lock_fd)
         if self._armed:
@@ -862,7 +879,8 @@ class Service:
             self._next_compaction = (self._clock()
                                      + self._compaction_interval())
         for thread in self._threads:
-            thread.kick()
+            if isinstance(thread, feed.Poller):
+                thread.kick()
 
     # -- exit ---------------------------------------------------------------
 
@@ -882,6 +900,15 @@ class Service:
         """
         stopped = not self._armed
         if self._armed:
+            if self._start_job is not None:
+                # A start still running could bring dnsmasq up after the
+                # stop below: let it end first (it is killed at its
+                # timeout).
+                try:
+                    self._start_job[0].exception(
+                        timeout=self.cmds.start.timeout + 1)
+                except Exception:
+                    pass
             # Here, not in the command thread: nothing is left to keep
             # right, and a reload still running there must not delay it.
             try:

@@ -54,6 +54,12 @@ def is_derived(uuid):
     return uuid.endswith(CLIENT_ID_SUFFIX)
 
 
+def port_uuid(uuid):
+    """The port's own UUID, for a port UUID or one :func:`client_id_port`
+    made."""
+    return uuid[:-len(CLIENT_ID_SUFFIX)] if is_derived(uuid) else uuid
+
+
 @dataclasses.dataclass
 class Listing:
     """Every port, read page by page.
@@ -151,10 +157,7 @@ class IronicView:
         uuid = self._owner.get(mac)
         if uuid is None:
             return None
-        node = self.ports[uuid][1]
-        if is_derived(uuid):
-            uuid = uuid[:-len(CLIENT_ID_SUFFIX)]
-        return uuid, node
+        return port_uuid(uuid), self.ports[uuid][1]
 
     def ports_of(self, node):
         """Return ``{port UUID: (mac, node)}`` of ``node``."""

@@ -178,10 +178,6 @@ class Writer:
 
     # -- the reload command ------------------------------------------------
 
-    @property
-    def reload_running(self):
-        return self._reload_job is not None
-
     def run_reload(self, why, doubt=()):
         """Have the reload command run (in the command thread).
 

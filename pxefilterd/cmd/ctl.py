@@ -614,7 +614,18 @@ def environment_problems(conf, info=None):
         if not command:
             continue
         argv = command.argv
-        if command.line is not None:
+        shown = None
+        if command.line is not None and os.geteuid() == 0:
+            # The daemon expands the words as its own unprivileged user; a
+            # shell run here would run them as root.
+            argv = commands.split(command.line)
+            shown = ' '.join(([shlex.join(root_helper)] if root_helper
+                              else []) + [command.line])
+            warnings.append('%s has shell expansions, not run here: '
+                            'check-config runs as root (run it as the '
+                            "daemon's user to see them expanded); only its "
+                            'static words are checked' % label)
+        elif command.line is not None:
             # What the daemon will run: expanded now, as it will be then.
             try:
                 argv = command.resolve()
@@ -622,10 +633,10 @@ def environment_problems(conf, info=None):
                 warnings.append('%s cannot be expanded now (%s); only its '
                                 'static words are checked' % (label, exc))
                 argv = commands.split(command.line)
-        info.append('%s runs as: %s' % (label, shlex.join(
+        info.append('%s runs as: %s' % (label, shown or shlex.join(
             (root_helper or []) + argv)) + (
-            ' (the words expanded by %s as %s at each run)'
-            % (commands.SHELL, commands.user()) if command.line else ''))
+            ' (the words expanded by %s as the daemon\'s user at each run)'
+            % commands.SHELL if command.line else ''))
         cmds.append((label, argv))
     if root_helper is not None and cmds:
         rootwrap = [w for w in root_helper[1:]

@@ -477,7 +477,13 @@ def test_check_config_real_source_unreachable(tmp_path, hdir):
     assert 'environment: ironic: not reachable' in out
 
 
-def test_check_config_shows_each_command_as_it_will_run(tmp_path, hdir):
+@pytest.mark.parametrize('euid', [1000, 0])
+def test_check_config_shows_each_command_as_it_will_run(tmp_path, hdir,
+                                                        monkeypatch, euid):
+    """The shell words are expanded as the daemon will (by /bin/sh, as the
+    user running it), but never as root: the daemon never runs them as
+    root either."""
+    monkeypatch.setattr(os, 'geteuid', lambda: euid)
     hdir.chmod(0o755)
     pid_file = tmp_path / 'dnsmasq.pid'
     pid_file.write_text('4242\n')
@@ -487,8 +493,11 @@ def test_check_config_shows_each_command_as_it_will_run(tmp_path, hdir):
         'dnsmasq_stop_command = kill $(cat %s)\n' % pid_file)
     open(conf, 'w').write(text)
     code, out = run('--config-file', conf, 'check-config')
-    assert ('info: [dnsmasq_pxe_filter] dnsmasq_stop_command runs as: '
-            'kill 4242 (the words expanded by /bin/sh as ' in out)
+    shown = 'kill 4242' if euid else 'kill $(cat %s)' % pid_file
+    assert ('info: [dnsmasq_pxe_filter] dnsmasq_stop_command runs as: %s '
+            "(the words expanded by /bin/sh as the daemon's user"
+            % shown in out), out
+    assert ('has shell expansions, not run here' in out) is (euid == 0)
     assert 'info: [dnsmasq_pxe_filter] dnsmasq_start_command runs as: ' \
         'true\n' in out
 

@@ -6,7 +6,6 @@ import threading
 import pytest
 
 from pxefilterd import feed
-from pxefilterd import ironic
 from pxefilterd import policy
 from pxefilterd import service
 from pxefilterd import view as view_mod
@@ -61,7 +60,8 @@ class Rig:
         self.clock.now += self.settings.poll_interval
         events = []
         self.flushed = []
-        self.poller.cycle(events)
+        self.poller.soft_error = None     # as the thread's loop does
+        self.complete = self.poller.cycle(events)
         events = self.flushed + events
         for event in events:
             self.view.apply(event)
@@ -283,15 +283,14 @@ def test_a_failing_fetch_keeps_the_events_before_it_and_retries(fake):
     rig.poll()
     fake.set_node(a, provision_state='manageable')
     fake.broken = {'ports'}
-    events = []
-    rig.flushed = []
-    rig.clock.now += 1
-    with pytest.raises(ironic.ApiError):
-        rig.poller.cycle(events)
+    events = rig.poll()
     # the inspection answer went ahead of the cycle's end, as always
-    assert kinds(rig.flushed) == ['Inspection'] and events == []
+    assert kinds(events) == ['Inspection']
+    assert rig.poller.soft_error is not None and not rig.complete
     fake.broken = set()
-    assert 'NodePorts' in kinds(rig.poll())   # the fetch was kept
+    rig.clock.now += 2                            # past the node's backoff
+    assert 'NodePorts' in kinds(rig.poll())       # the fetch was kept
+    assert rig.complete
 
 
 def test_worker_posts_errors_with_backoff_and_recovers(fake):
@@ -488,3 +487,43 @@ def test_an_idle_fleet_is_polled_less_often(fake):
     rig.settings.idle_poll_interval = 0
     rig.poll()
     assert rig.poller.interval() == 1.0
+
+
+def test_one_failing_node_fetch_does_not_hold_the_poll(fake):
+    """The ports of one node fail (a 500): the others are fetched, the
+    inspection answers keep coming at the poll interval, the bad node is
+    retried with its own backoff, and no cycle counts as complete (contact
+    with ironic) until it is fetched."""
+    (a, _, ma), (b, _, mb), (c, _, mc) = enroll(fake, 3)
+    rig = Rig(fake, poll_interval=1.0, idle_poll_interval=0)
+    rig.list()
+    rig.poll()
+    fake.set_node(a, provision_state='inspect wait')
+    fake.set_node(b, provision_state='inspect wait')
+    rig.poll()
+    answer = fake.answer
+
+    def broken_a(path, query, version=None):
+        if path == '/v1/ports' and query.get('node_uuid') == a:
+            return 500, {'error_message': 'broken node (fake)'}
+        return answer(path, query, version)
+
+    fake.answer = broken_a
+    fake.set_node(a, provision_state='manageable')
+    fake.set_node(b, provision_state='manageable')
+    events = rig.poll()
+    assert rig.poller.soft_error is not None and not rig.complete
+    assert [e.node for e in events if type(e).__name__ == 'NodePorts'] == [b]
+    # the inspection answer was applied: both are denied already
+    assert rig.allowed() == (set(), policy.Action.DENY)
+    # c enters inspection while a's fetch keeps failing: seen at once
+    fake.set_node(c, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {mc}
+    assert not rig.complete
+    assert rig.poller.interval() == 1.0     # no backoff of the whole poll
+    fake.answer = answer
+    rig.clock.now += 5
+    events = rig.poll()
+    assert [e.node for e in events if type(e).__name__ == 'NodePorts'] == [a]
+    assert rig.complete

@@ -392,3 +392,49 @@ def test_a_foreign_zero_length_record_reasserts_the_unknown_records(store):
     msg = store.heal('evil', created=True)
     assert '2 of our records re-asserted' in msg
     assert os.stat(wildcard).st_ino != before
+
+
+def test_a_foreign_allow_for_an_unknown_mac_gets_the_unknown_state(store):
+    """dnsmasq has read the foreign record (an allow for a MAC ironic does
+    not know, which beats our wildcard deny): a newer record of ours, with
+    the wildcard's verdict, must follow."""
+    store.track_own_writes = True
+    store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY})
+    stranger = '52:54:00:00:00:99'
+    with open(os.path.join(store.path, 'evil'), 'w') as f:
+        f.write(stranger + '\n')
+    assert '1 of our records re-asserted' in store.heal('evil', created=True)
+    assert listing(store)[stranger] == (stranger + ',ignore\n').encode()
+    assert store.index[stranger] is Action.DENY
+
+
+def test_a_mac_named_symlink_reasserts_everything_its_target_says(
+        store, tmp_path):
+    store.track_own_writes = True
+    store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY,
+                 M2: Action.DENY})
+    target = tmp_path / 'target'
+    target.write_text('%s\n%s\n*:*:*:*:*:*\n' % (M1, M2))
+    os.unlink(os.path.join(store.path, M1))
+    os.symlink(target, os.path.join(store.path, M1))
+    msg = store.heal(M1, created=True)
+    assert 'was a symlink' in msg and '3 of our records re-asserted' in msg
+    assert listing(store)[M2] == (M2 + ',ignore\n').encode()
+
+
+def test_an_entry_that_vanishes_while_it_is_quarantined_is_no_error(
+        store, monkeypatch):
+    store.track_own_writes = True
+    store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY})
+    with open(os.path.join(store.path, 'evil'), 'w') as f:
+        f.write(M1 + '\n')
+    real_rename = os.rename
+
+    def gone_first(src, dst):
+        if src.endswith('/evil'):
+            os.unlink(src)           # someone removed it meanwhile
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(os, 'rename', gone_first)
+    msg = store.heal('evil', created=True)
+    assert 'vanished' in msg and '1 of our records re-asserted' in msg

@@ -722,3 +722,47 @@ def test_a_signal_never_deadlocks_on_the_wake_up_lock(mode, expected):
         assert expected is None       # Event.set() from the handler: hung
         return
     assert out.stdout.strip() == expected, out.stderr
+
+
+def test_a_dnsmasq_that_keeps_dying_soon_after_its_start_is_fatal(
+        supervised, monkeypatch):
+    """Each death within START_GRACE of its start is a failed start: with
+    backoff, and pxefilterd gives up (exit 1, dnsmasq stopped) after
+    START_ATTEMPTS of them, instead of restarting it for ever."""
+    monkeypatch.setattr(service, 'START_ATTEMPTS', 3)
+    monkeypatch.setattr(service, '_START_BACKOFF_MAX', 0.2)
+    h = supervised()
+    h.start()
+    deaths = 0
+    deadline = time.monotonic() + 30
+    while h.thread.is_alive() and time.monotonic() < deadline:
+        pid = dnsmasq_pid(h)
+        if pid and h.svc.stats.dnsmasq_state == 'running':
+            try:
+                os.kill(pid, 9)
+                deaths += 1
+            except ProcessLookupError:
+                pass
+        time.sleep(0.05)
+    h.thread.join(timeout=10)
+    assert h.code == service.EXIT_FAILURE
+    assert deaths >= 3
+    pid = dnsmasq_pid(h)
+    assert pid is None or not os.path.exists('/proc/%d' % pid)
+
+
+def test_a_start_in_flight_ends_before_the_stop_at_exit(supervised):
+    """SIGTERM while a (slow) start command runs: the stop runs after it,
+    so no dnsmasq is left behind."""
+    h = supervised()
+    h.start()
+    wait_for(lambda: h.svc.stats.dnsmasq_state == 'running')
+    h.cmds.start.argv[:0] = [sys.executable, '-c',
+                             'import time, os, sys; time.sleep(1); '
+                             'os.execv(sys.argv[1], sys.argv[1:])']
+    os.kill(dnsmasq_pid(h), 9)
+    wait_for(lambda: h.svc._start_job is not None, what='a start in flight')
+    assert h.stop() == service.EXIT_OK
+    time.sleep(1.5)        # (longer than that start takes)
+    pid = dnsmasq_pid(h)
+    assert pid is None or not os.path.exists('/proc/%d' % pid)
