@@ -19,7 +19,6 @@ the systemd watchdog and handles signals (whose handlers only set flags):
 nothing it does waits on ironic.
 """
 
-import collections
 import dataclasses
 import logging
 import os
@@ -29,6 +28,7 @@ import time
 
 from pxefilterd import commands
 from pxefilterd import control
+from pxefilterd import decisions
 from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import explain as explain_mod
 from pxefilterd import feed
@@ -40,13 +40,6 @@ from pxefilterd import view as view_mod
 from pxefilterd import writer as writer_mod
 
 LOG = logging.getLogger(__name__)
-#: One INFO line per change of a MAC's decision, with its reason; its own
-#: logger, so that it can be filtered (journald: LOGGER_NAME=...).
-DECISIONS = logging.getLogger('pxefilterd.decision')
-#: Changes logged one by one per converge; the rest are summed up.
-DECISION_LOG_LIMIT = 1000
-#: Last decision changes kept for ``pxefilterd-ctl explain``.
-HISTORY_LIMIT = 20000
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -157,8 +150,7 @@ class Service:
         self._last_contact = None
         self._next_compaction = float('inf')
         self._inspected = frozenset()
-        self._decided = {}      # key -> Action last decided
-        self.history = collections.OrderedDict()   # key -> last change
+        self.decisions = decisions.DecisionLog()
         self._threads = []
         self._seq = feed.Sequence()
         self._relay = None
@@ -575,7 +567,8 @@ class Service:
                                            self.settings.options)
         changed = inspected ^ self._inspected
         self._inspected = inspected
-        self._log_decisions(desired)
+        notes, self.view.notes = self.view.notes, {}
+        self.decisions.record(desired, self.reason, notes)
         written = self._write(desired)
         if changed and self._ready:
             LOG.info('Inspection changed for %d node(s): %d file(s) written',
@@ -593,50 +586,6 @@ class Service:
                                          self.settings.options)
         return policy.explain(key, self.view.snapshot(),
                               self.settings.options)
-
-    def _log_decisions(self, desired):
-        """Log each change of a decision once, with its reason."""
-        notes, self.view.notes = self.view.notes, {}
-        changes = policy.diff(self._decided, desired)
-        if not changes:
-            return
-        previous = self._decided
-        self._decided = dict(desired.macs)
-        self._decided[macs.WILDCARD] = desired.unknown
-        if not previous:
-            return     # the start-up state: "Wrote N file(s)" says it
-        unknown_before = previous[macs.WILDCARD]
-        now = time.time()
-        logged = 0
-        summed = collections.Counter()
-        for key, action in changes.items():
-            before = previous.get(key, unknown_before)
-            if before is action:
-                continue    # a new file saying what the wildcard said
-            if logged >= DECISION_LOG_LIMIT:
-                summed[action.value] += 1
-                continue
-            reason = self.reason(key)
-            text = reason.text
-            if key in notes:
-                text = '%s; %s' % (notes[key], text)
-            before = before.value
-            self.history[key] = (now, before, action.value, text,
-                                 reason.rule)
-            self.history.move_to_end(key)
-            DECISIONS.info('%s: %s -> %s: %s [rule=%s]',
-                           'Unknown MACs' if key == macs.WILDCARD
-                           else 'Client %s' % key if macs.is_client_id(key)
-                           else 'MAC %s' % key, before, action.value, text,
-                           reason.rule)
-            logged += 1
-        while len(self.history) > HISTORY_LIMIT:
-            self.history.popitem(last=False)
-        if summed:
-            DECISIONS.info('... and %d more decision change(s) in this step '
-                           '(%s)', sum(summed.values()),
-                           ', '.join('%d to %s' % (n, a)
-                                     for a, n in sorted(summed.items())))
 
     def _write(self, desired):
         written = self.writer.converge(desired, self.view.macs)
@@ -722,10 +671,9 @@ class Service:
         record = hostsdir_mod.file_name(key) if written else None
         if written is None and key in self.store.base:
             written, record = self.store.base[key], 'base hosts file'
-        last = self.history.get(key)
-        if last is None and facts.get('port') is None:
-            # an unknown MAC follows the unknown policy: its last change
-            last = self.history.get(macs.WILDCARD)
+        # an unknown MAC follows the unknown policy: its last change
+        last = self.decisions.last_change(
+            key, macs.WILDCARD if facts.get('port') is None else None)
         return {
             'key': key,
             'action': reason.action.value,
@@ -735,9 +683,7 @@ class Service:
             'ironic': facts,
             'written': written.value if written else None,
             'record': record,
-            'last_change': None if last is None else {
-                'at': last[0], 'from': last[1], 'to': last[2],
-                'reason': last[3], 'rule': last[4]},
+            'last_change': last,
             'failed_closed': self.stats.failed_closed,
             'last_contact': self.stats.last_contact or None,
             'dnsmasq': {'state': self.stats.dnsmasq_state,

@@ -382,13 +382,10 @@ def cmd_explain(conf, out):
 # -- sync ---------------------------------------------------------------------
 
 def _options(conf):
-    pf = conf.pxe_filter
-    return policy.Options(
-        deny_unknown_macs=pf.deny_unknown_macs,
-        auto_discovery=pf.auto_discovery,
-        supported_interfaces=frozenset(pf.supported_inspect_interfaces),
-        shards=frozenset(pf.shard),
-        conductor_groups=frozenset(pf.conductor_group))
+    try:
+        return pxf_conf.policy_options(conf)
+    except ValueError as exc:
+        raise ConfigError([str(exc)]) from exc
 
 
 def _state_name(action):
@@ -431,9 +428,7 @@ def cmd_sync(conf, out):
 
     :raises ConfigError: contradictory policy or bad ``[ironic]`` auth.
     """
-    if conf.pxe_filter.auto_discovery and conf.pxe_filter.deny_unknown_macs:
-        raise ConfigError(['[pxe_filter] auto_discovery and '
-                           'deny_unknown_macs cannot both be True'])
+    _options(conf)          # a contradictory policy is refused up front
     store = _store(conf)
     if conf.command.dry_run:
         return _dry_run(conf, store, out)

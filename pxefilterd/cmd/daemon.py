@@ -20,7 +20,6 @@ from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import metrics
 from pxefilterd import notify
-from pxefilterd import policy
 from pxefilterd import service
 from pxefilterd import watcher
 
@@ -59,19 +58,11 @@ def load_config(conf, argv):
 def settings_from_conf(conf):
     """Return :class:`service.Settings`; raise ValueError on a conflict."""
     pf = conf.pxe_filter
-    if pf.auto_discovery and pf.deny_unknown_macs:
-        raise ValueError('[pxe_filter] auto_discovery and deny_unknown_macs '
-                         'cannot both be True')
     return service.Settings(
         sync_period=pf.sync_period,
         poll_interval=pf.inspection_poll_interval,
         idle_poll_interval=pf.idle_poll_interval,
-        options=policy.Options(
-            deny_unknown_macs=pf.deny_unknown_macs,
-            auto_discovery=pf.auto_discovery,
-            supported_interfaces=frozenset(pf.supported_inspect_interfaces),
-            shards=frozenset(pf.shard),
-            conductor_groups=frozenset(pf.conductor_group)),
+        options=pxf_conf.policy_options(conf),
         max_stale_seconds=pf.max_stale_seconds,
         purge=conf.dnsmasq_pxe_filter.purge_dhcp_hostsdir,
         lock_wait=conf.dnsmasq_pxe_filter.lock_wait,

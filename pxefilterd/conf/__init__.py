@@ -19,4 +19,22 @@ def register_opts(conf):
         module.register_opts(conf)
 
 
+def policy_options(conf):
+    """Return the :class:`pxefilterd.policy.Options` of ``[pxe_filter]``.
+
+    :raises ValueError: the options contradict each other.
+    """
+    from pxefilterd import policy
+    pf = conf.pxe_filter
+    if pf.auto_discovery and pf.deny_unknown_macs:
+        raise ValueError('[pxe_filter] auto_discovery and deny_unknown_macs '
+                         'cannot both be True')
+    return policy.Options(
+        deny_unknown_macs=pf.deny_unknown_macs,
+        auto_discovery=pf.auto_discovery,
+        supported_interfaces=frozenset(pf.supported_inspect_interfaces),
+        shards=frozenset(pf.shard),
+        conductor_groups=frozenset(pf.conductor_group))
+
+
 register_opts(CONF)

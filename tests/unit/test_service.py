@@ -569,7 +569,7 @@ def test_each_decision_change_is_logged_once_with_its_reason(harness,
          '[rule=unknown-no-inspection]' % (A1, h.node_a)],
         ['MAC %s: allow -> deny: port of node %s, which is not in an '
          'inspection state: denied [rule=not-inspected]' % (A1, h.node_a)])
-    assert h.svc.history[A1][1:3] == ('allow', 'deny')
+    assert h.svc.decisions.history[A1][1:3] == ('allow', 'deny')
 
 
 FAKE_DNSMASQ = os.path.join(os.path.dirname(os.path.dirname(__file__)),
