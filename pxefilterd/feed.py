@@ -68,9 +68,17 @@ UPDATE_OVERLAP = datetime.timedelta(seconds=10)
 #: Seconds between change-feed reads while no port change can alter a
 #: decision (nothing inspected, no auto-discovery): keeps them short.
 IDLE_FEED_INTERVAL = 30.0
-#: Most of ironic's time one change feed may take (its last read's
-#: duration over the time between two reads).
+#: Most of ironic's time one change feed may take (its cost over the time
+#: between two reads).  Its cost is the shortest of its last
+#: :data:`FEED_COST_READS` reads: one read slowed down by a busy ironic (a
+#: full listing runs for half a minute at 100k ports) says little about
+#: what the feed itself costs, and must not space the reads out for long.
 FEED_BUDGET = 0.05
+FEED_COST_READS = 3
+#: Part of the poll interval a feed's read may come early and still be
+#: due: cycles start a poll interval apart, but a feed is read after the
+#: inspection poll, whose duration varies from cycle to cycle.
+FEED_SLACK = 0.25
 #: Most of ironic's time the backstop listing may take: listings are
 #: spaced by at least their own duration over this.
 LISTING_BUDGET = 0.02
@@ -232,7 +240,7 @@ class Poller(_Worker):
         self._turn = collections.deque()          # round-robin refreshes
         self._seen_new = None    # UUIDs of the last new-ports page
         self._mark = None        # newest updated_at seen
-        self._feed_runs = {}     # feed -> (last start, its duration)
+        self._feed_runs = {}     # feed -> (last cycle start, durations)
         self._active = True      # a node is inspected, or may just be
         self._tries = {}         # node -> failed fetches in a row
         self._not_before = {}    # node -> when its fetch may be tried again
@@ -250,6 +258,7 @@ class Poller(_Worker):
         return max(interval, backoff)
 
     def cycle(self, events):
+        started = self._clock()
         settings = self._settings()
         options = settings.options
         seq = self._seq()
@@ -276,7 +285,8 @@ class Poller(_Worker):
                 self._work.setdefault(node, 'entered')
         self._fetch_nodes(events, settings, now_in)
         active = bool(now_in or options.auto_discovery)
-        self._feeds(events, active=active, interval=settings.poll_interval)
+        self._feeds(events, started, active=active,
+                    interval=settings.poll_interval)
         self._active = active or bool(self._work)
         # Complete (contact with ironic, for max_stale_seconds) only when no
         # node's ports are still unknown because their fetch failed.
@@ -348,27 +358,34 @@ class Poller(_Worker):
 
     # -- change feeds ------------------------------------------------------
 
-    def _feeds(self, events, active, interval):
-        """Read each change feed that is due.
+    def _feeds(self, events, started, active, interval):
+        """Read each change feed that is due in the cycle that began at
+        ``started``.
 
         A feed is due every ``interval`` while ``active`` (a port change can
         alter a decision), else every :data:`IDLE_FEED_INTERVAL`; and never
         more often than keeps its cost within :data:`FEED_BUDGET` of
-        ironic's time (on SQLite the changed-ports feed is a scan of the
-        whole port table: ~110 ms at 100k ports).
+        ironic's time (on SQLite the changed-ports feed is a sort of the
+        whole port table: ~130 ms at 100k ports).
         """
         seq = self._seq()
         changed = {}
         for name, read in (('new', self._new_ports),
                            ('changed', self._changed_ports)):
-            now = self._clock()
-            last, cost = self._feed_runs.get(name, (None, 0.0))
+            last, costs = self._feed_runs.get(
+                name, (None, collections.deque(maxlen=FEED_COST_READS)))
             every = max(interval if active else IDLE_FEED_INTERVAL,
-                        cost / FEED_BUDGET)
-            if last is not None and now < last + every:
+                        min(costs, default=0.0) / FEED_BUDGET)
+            # Timed from the cycle's start, not from the read's: the reads
+            # of a feed due every cycle must not skip one whenever this
+            # cycle's inspection poll was quicker than the last one's.
+            if last is not None and started < last + every - (
+                    FEED_SLACK * interval):
                 continue
+            began = self._clock()
             read(changed)
-            self._feed_runs[name] = (now, self._clock() - now)
+            costs.append(self._clock() - began)
+            self._feed_runs[name] = (started, costs)
         if changed:
             events.append(view.PortChanges(seq, changed))
 
