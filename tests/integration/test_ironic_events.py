@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 
 
+from pxefilterd import feed
 from pxefilterd.testing.daemon import NotifySocket
 from pxefilterd.testing.proxy import IronicProxy
 from tests.integration.verdicts import UNKNOWN, eventually, offered
@@ -141,6 +142,11 @@ def test_address_changed_on_an_inspected_node(enroll, ironic, runner_factory,
 def test_address_changed_on_another_node_during_inspection(
         enroll, ironic, runner_factory, probe):
     (a, a_macs, _), (b, b_macs, b_ports) = enroll(2)
+    # A page of newer ports, so that B's port is not among those the
+    # new-ports feed re-reads at every cycle: only the changed-ports feed
+    # (sort_key=updated_at) can see its new address.
+    for i in range(feed.FEED_PAGE):
+        ironic.create_port(b, '52:54:00:dd:01:%02x' % i)
     runner = started(runner_factory, **FEED_ONLY)
     ironic.inspect(a)
     eventually(probe, allowed=a_macs + [NEW], denied=b_macs)

@@ -579,3 +579,25 @@ def test_a_costly_feed_is_read_within_its_budget(fake):
     elapsed = rig.clock.now - first
     assert reads * 0.1 / elapsed <= feed.FEED_BUDGET * 1.05
     assert reads >= cycles // 4          # and not starved either
+
+
+def test_address_change_of_an_old_port_is_seen_by_the_changed_feed(fake):
+    # The oldest port is not on the new-ports feed's page: only the
+    # changed-ports feed (sort_key=updated_at) can see it.
+    nodes = enroll(fake, feed.FEED_PAGE + 10)
+    (a, _, ma), (b, pb, mb) = nodes[-1], nodes[0]
+    rig = Rig(fake)
+    rig.list()
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed() == ({ma}, policy.Action.ALLOW)
+    fake.set_port(pb, address=mac(5000))
+    fake.requests.clear()
+    rig.poll()
+    assert rig.view.ports[pb] == (mac(5000), b)
+    assert mac(5000) not in rig.allowed()[0]     # a known port: denied
+    assert mb not in rig.view.macs               # unknown again
+    new_page = [q for p, q in fake.requests
+                if p == '/v1/ports' and q.get('sort_key') == 'id']
+    assert new_page and all(int(q['limit']) == feed.FEED_PAGE
+                            for q in new_page)
