@@ -43,6 +43,7 @@ SOLICITs are sent, so no lease is taken.  Addresses: a ULA prefix
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import itertools
 import json
@@ -51,7 +52,6 @@ import random
 import re
 import select
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING
 
 from pxefilterd.testing.dhcp_probe import (
     PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET, ProbeError,
-    _checksum, normalize_mac)
+    _checksum, normalize_mac, output_lines)
 
 if TYPE_CHECKING:
     from .netns import DhcpNetwork
@@ -532,45 +532,19 @@ def dhclient6_probe(network: DhcpNetwork, mac: str, *, timeout: float = 5,
             dhclient, "-6", "-1", "-d", "-v", "-D", "LL", "-cf", conf,
             "-sf", "/bin/true", "-lf", os.path.join(tmp, "leases"),
             "-pf", os.path.join(tmp, "dhclient.pid"), iface])
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        buf = b""
-        try:
-            assert proc.stdout is not None
-            fd = proc.stdout.fileno()
-            while time.monotonic() < deadline and not bound:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if not ready:
-                    if proc.poll() is not None:
-                        break
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
+        with contextlib.closing(output_lines(
+                argv, time.monotonic() + timeout)) as lines:
+            for line in lines:
+                output.append(line)
+                if re.search(r"RCV: Advertise", line):
+                    advertise = True
+                m = re.search(r"RCV: .*X-- IAADDR (\S+)", line)
+                if m and address is None:
+                    address = m.group(1)
+                if re.search(r"Bound to lease|bound to", line,
+                             re.IGNORECASE):
+                    bound = True
                     break
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace")
-                    output.append(line)
-                    if re.search(r"RCV: Advertise", line):
-                        advertise = True
-                    m = re.search(r"RCV: .*X-- IAADDR (\S+)", line)
-                    if m and address is None:
-                        address = m.group(1)
-                    if re.search(r"Bound to lease|bound to", line,
-                                 re.IGNORECASE):
-                        bound = True
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            proc.stdout.close()
     finally:
         subprocess.run(["ip", "-n", ns, "link", "del", iface],
                        capture_output=True, timeout=10, check=False)

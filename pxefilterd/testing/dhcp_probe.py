@@ -39,6 +39,7 @@ Script usage, inside the client namespace (JSON on stdout)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import itertools
 import json
@@ -55,7 +56,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 if TYPE_CHECKING:
     from .netns import DhcpNetwork
@@ -407,6 +408,43 @@ class DhclientResult:
     output: str
 
 
+def output_lines(argv: list[str], deadline: float) -> Iterator[str]:
+    """Run *argv* (stdout and stderr together) and yield its output line by
+    line until the monotonic *deadline* or the end of its output.
+
+    The process is stopped (SIGTERM, SIGKILL after 3 s) when the generator
+    ends or is closed: use it in ``contextlib.closing`` to stop it early.
+    """
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    buf = b""
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    return
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                yield raw.decode(errors="replace")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        proc.stdout.close()
+
+
 def dhclient_probe(network: DhcpNetwork, mac: str, *, timeout: int = 6,
                    dhclient: str = "dhclient") -> DhclientResult:
     """Ask for a lease for *mac* with the real ISC dhclient, once.
@@ -448,43 +486,17 @@ def dhclient_probe(network: DhcpNetwork, mac: str, *, timeout: int = 6,
             dhclient, "-4", "-1", "-d", "-v", "-cf", conf, "-sf", "/bin/true",
             "-lf", os.path.join(tmp, "leases"),
             "-pf", os.path.join(tmp, "dhclient.pid"), iface])
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout + 5
-        buf = b""
-        try:
-            assert proc.stdout is not None
-            fd = proc.stdout.fileno()
-            while time.monotonic() < deadline and not bound:
-                ready, _, _ = select.select([fd], [], [], 0.2)
-                if not ready:
-                    if proc.poll() is not None:
-                        break
-                    continue
-                chunk = os.read(fd, 65536)
-                if not chunk:
+        with contextlib.closing(output_lines(
+                argv, time.monotonic() + timeout + 5)) as lines:
+            for line in lines:
+                output.append(line)
+                m = re.search(r"DHCPOFFER of (\S+)", line)
+                if m:
+                    offer, address = True, m.group(1)
+                m = re.search(r"bound to (\S+)", line)
+                if m:
+                    bound, address = True, m.group(1)
                     break
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for raw in lines:
-                    line = raw.decode(errors="replace")
-                    output.append(line)
-                    m = re.search(r"DHCPOFFER of (\S+)", line)
-                    if m:
-                        offer, address = True, m.group(1)
-                    m = re.search(r"bound to (\S+)", line)
-                    if m:
-                        bound, address = True, m.group(1)
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            proc.stdout.close()
     finally:
         subprocess.run(["ip", "-n", ns, "link", "del", iface],
                        capture_output=True, timeout=10, check=False)
