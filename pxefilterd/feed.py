@@ -71,15 +71,15 @@ UPDATE_OVERLAP = datetime.timedelta(seconds=10)
 IDLE_FEED_INTERVAL = 30.0
 #: Most of ironic's time one change feed may take (its cost over the time
 #: between two reads).  Its cost is the shortest of its last
-#: :data:`FEED_COST_READS` reads: one read slowed down by a busy ironic (a
-#: full listing runs for half a minute at 100k ports) says little about
-#: what the feed itself costs, and must not space the reads out for long.
+#: :data:`FEED_COST_READS` reads, and is known from the second read on: one
+#: read slowed down by a busy ironic (the start-up listing runs for half a
+#: minute at 100k ports) says little about what the feed itself costs, and
+#: must not space the reads out for long.
 FEED_BUDGET = 0.05
 FEED_COST_READS = 3
-#: Part of the poll interval a feed's read may come early and still be
-#: due: cycles start a poll interval apart, but a feed is read after the
-#: inspection poll, whose duration varies from cycle to cycle.
-FEED_SLACK = 0.25
+#: Seconds a cycle may start early and still count as a poll interval
+#: after the last read (clock resolution; cycles start an interval apart).
+FEED_SLACK = 0.01
 #: Most of ironic's time the backstop listing may take: listings are
 #: spaced by at least their own duration over this.
 LISTING_BUDGET = 0.02
@@ -367,7 +367,7 @@ class Poller(_Worker):
         alter a decision), else every :data:`IDLE_FEED_INTERVAL`; and never
         more often than keeps its cost within :data:`FEED_BUDGET` of
         ironic's time (on SQLite the changed-ports feed is a sort of the
-        whole port table: ~130 ms at 100k ports).
+        whole port table: ~150 ms at 100k ports).
         """
         seq = self._seq()
         changed = {}
@@ -375,14 +375,15 @@ class Poller(_Worker):
                            ('changed', self._changed_ports)):
             last, costs = self._feed_runs.get(
                 name, (None, collections.deque(maxlen=FEED_COST_READS)))
-            every = max(interval if active else IDLE_FEED_INTERVAL,
-                        min(costs, default=0.0) / FEED_BUDGET)
-            # Timed from the cycle's start, not from the read's: the reads
-            # of a feed due every cycle must not skip one whenever this
-            # cycle's inspection poll was quicker than the last one's.
-            if last is not None and started < last + every - (
-                    FEED_SLACK * interval):
-                continue
+            # Timed from the cycle's start, as cycles are scheduled: a feed
+            # due every cycle is read every cycle, however long the
+            # inspection poll before it took.
+            if last is not None:
+                since = started - last
+                base = interval if active else IDLE_FEED_INTERVAL
+                cost = min(costs) if len(costs) > 1 else 0.0
+                if since < base - FEED_SLACK or since < cost / FEED_BUDGET:
+                    continue
             began = self._clock()
             read(changed)
             costs.append(self._clock() - began)
