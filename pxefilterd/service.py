@@ -335,6 +335,18 @@ class Service:
         self.stats.dnsmasq_state = 'stopped'
         self._start_due = self._clock() + delay
 
+    def _stop_quietly(self, why):
+        """Have the stop command run (in the command thread); a failure is
+        logged, not raised."""
+        if not self.cmds.stop:
+            return
+
+        def done(future):
+            exc = future.exception()
+            if exc is not None:
+                LOG.warning('Stop command after "%s" failed: %s', why, exc)
+        self.runner.submit(self.cmds.stop).add_done_callback(done)
+
     def _restart(self, why):
         """dnsmasq is not serving: put the hostsdir right, start it."""
         LOG.error('dnsmasq is not running (%s); re-asserting the hostsdir and '
@@ -406,7 +418,12 @@ class Service:
         if young and self.stats.dnsmasq_state == 'starting':
             return      # give it the time to write its pid file
         if self.stats.dnsmasq_state == 'starting':
-            # started, but never showed up
+            # Started, but never showed up.  Whatever the start command
+            # left running (a dnsmasq slow to write its pid file, or one
+            # writing it elsewhere) is stopped before the next try: two
+            # would fight over the port.  The command thread runs the stop
+            # before that next start.
+            self._stop_quietly('dnsmasq did not show up')
             self._start_failed('dnsmasq did not run %.0f s after its start '
                                'command: %s' % (START_GRACE, seen.detail))
             return

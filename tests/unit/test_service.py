@@ -632,6 +632,29 @@ def test_a_dnsmasq_that_never_shows_up_is_fatal(supervised, monkeypatch):
     h.thread.join(timeout=30)
     assert h.code == service.EXIT_FAILURE
     assert h.svc.stats.dnsmasq_starts == 2
+    # Each start that never showed up was stopped again: nothing it left
+    # runs on (it would hold dnsmasq's port against the next one).
+    exe = os.path.join(os.path.dirname(h.pid_file), 'dnsmasq')
+    wait_for(lambda: not running_as(exe), timeout=10,
+             what='every fake dnsmasq stopped')
+
+
+def running_as(exe):
+    """PIDs of live processes whose argv[0] is ``exe``."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv0 = f.read().split(b'\0')[0].decode()
+            with open('/proc/%s/stat' % entry) as f:
+                zombie = f.read().rsplit(')', 1)[1].split()[0] == 'Z'
+        except OSError:
+            continue
+        if argv0 == exe and not zombie:
+            found.append(int(entry))
+    return found
 
 
 def test_the_guard_stopping_dnsmasq_gets_it_started_again(supervised):
