@@ -12,6 +12,7 @@ from pxefilterd import commands
 from pxefilterd import hostsdir
 from pxefilterd import policy
 from pxefilterd import service
+from tests import fake_dnsmasq
 from tests.fake_ironic import FakeIronic
 from tests.waiting import wait_for
 
@@ -643,16 +644,12 @@ def running_as(exe):
     """PIDs of live processes whose argv[0] is ``exe``."""
     found = []
     for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
         try:
             with open('/proc/%s/cmdline' % entry, 'rb') as f:
                 argv0 = f.read().split(b'\0')[0].decode()
-            with open('/proc/%s/stat' % entry) as f:
-                zombie = f.read().rsplit(')', 1)[1].split()[0] == 'Z'
         except OSError:
-            continue
-        if argv0 == exe and not zombie:
+            continue        # not a process, or gone
+        if argv0 == exe and fake_dnsmasq.alive(int(entry)):
             found.append(int(entry))
     return found
 
