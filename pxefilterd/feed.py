@@ -54,6 +54,7 @@ import threading
 import time
 import typing
 
+from pxefilterd import backoff
 from pxefilterd import ironic
 from pxefilterd import policy
 from pxefilterd import view
@@ -185,7 +186,7 @@ class _Worker(threading.Thread):
             wait = self.interval()
             if self._failures:
                 wait = self.retry_wait(
-                    wait, min(MAX_BACKOFF, 2.0 ** (self._failures - 1)))
+                    wait, backoff.delay(self._failures, MAX_BACKOFF))
             self._post(Batch(events=events, source=self.source,
                              error=error, complete=complete, started=started,
                              duration=self._clock() - started,
@@ -346,8 +347,8 @@ class Poller(_Worker):
                 self.soft_error = exc
                 tries = self._tries.get(node, 0) + 1
                 self._tries[node] = tries
-                self._not_before[node] = now + min(MAX_BACKOFF,
-                                                   2.0 ** (tries - 1))
+                self._not_before[node] = now + backoff.delay(tries,
+                                                             MAX_BACKOFF)
                 failed.append((node, why))
                 continue
             else:

@@ -26,6 +26,7 @@ import queue
 import threading
 import time
 
+from pxefilterd import backoff
 from pxefilterd import commands
 from pxefilterd import control
 from pxefilterd import decisions
@@ -329,7 +330,7 @@ class Service:
                 'dnsmasq could not be started %d times in a row; giving up '
                 '(systemd restarts pxefilterd and dnsmasq together): %s'
                 % (self._start_failures, detail))
-        delay = min(2.0 ** (self._start_failures - 1), _START_BACKOFF_MAX)
+        delay = backoff.delay(self._start_failures, _START_BACKOFF_MAX)
         LOG.error('dnsmasq start %d of %d failed; trying again in %.0f s: %s',
                   self._start_failures, START_ATTEMPTS, delay, detail)
         self.stats.dnsmasq_state = 'stopped'

@@ -29,6 +29,7 @@ import itertools
 import logging
 import time
 
+from pxefilterd import backoff
 from pxefilterd import dnsmasq
 from pxefilterd import macs
 from pxefilterd import policy
@@ -70,7 +71,7 @@ class Writer:
         self._refilled = 0.0
         self._unsure = set()
         self._reload_after = 0.0
-        self._backoff = 0.0
+        self._backoff = backoff.Backoff(cap=_RELOAD_BACKOFF_MAX)
 
     def dnsmasq_started(self):
         """dnsmasq has just (re)started: it read every file; the queue is
@@ -203,19 +204,17 @@ class Writer:
         exc = future.exception()
         if exc is None:
             self.reloads += 1
-            self._backoff = 0.0
+            self._backoff.succeeded()
             self._reload_after = 0.0
         else:
             self.reload_failures += 1
-            self._backoff = min(max(2 * self._backoff, 1.0),
-                                _RELOAD_BACKOFF_MAX)
-            self._reload_after = self._clock() + self._backoff
+            self._reload_after = self._clock() + self._backoff.failed()
             self._unsure |= doubt
             self.pending = max(self.pending, len(self._unsure))
             LOG.error('dnsmasq reload (%s) failed: %s; writing %d file(s) '
                       'again, paced, instead; reload retried in %.0f s at '
                       'the earliest', why, exc, len(self._unsure),
-                      self._backoff)
+                      self._backoff.wait)
         if self._reload_queued is not None:
             queued_why, queued = self._reload_queued
             self._reload_queued = None

@@ -171,7 +171,7 @@ def test_failed_reload_rewrites_the_burst_paced_and_backs_off(rig):
     r.clock.now += 5
     r.writer.converge(r.desired(40, Action.ALLOW), r.known(40))
     assert r.reloads() == 2
-    assert r.writer._backoff == 2.0
+    assert r.writer._backoff.wait == 2.0
 
 
 def test_dnsmasq_restart_clears_what_was_in_doubt(rig):
