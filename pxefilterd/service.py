@@ -26,17 +26,16 @@ import queue
 import threading
 import time
 
-from pxefilterd import backoff
 from pxefilterd import commands
 from pxefilterd import control
 from pxefilterd import decisions
 from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import explain as explain_mod
 from pxefilterd import feed
-from pxefilterd import guard as guard_mod
 from pxefilterd import hostsdir as hostsdir_mod
 from pxefilterd import macs
 from pxefilterd import policy
+from pxefilterd import supervisor
 from pxefilterd import view as view_mod
 from pxefilterd import writer as writer_mod
 
@@ -49,16 +48,8 @@ EXIT_CONFIG = 78   # EX_CONFIG: systemd's RestartPreventExitStatus
 # Longest sleep of the loop: watchdog pings keep flowing, and a dnsmasq
 # that died is noticed within ~1 s.
 _MAX_TICK = 1.0
-#: Starts of dnsmasq in a row that may fail (or leave no dnsmasq running
-#: after START_GRACE) before pxefilterd gives up and exits.
-START_ATTEMPTS = 5
-#: Seconds a started dnsmasq has to show up in its pid file.
-START_GRACE = 15.0
-_START_BACKOFF_MAX = 16.0
-
-
-class DnsmasqFailure(Exception):
-    """dnsmasq cannot be kept serving: pxefilterd must exit."""
+Do = supervisor.Do
+DnsmasqFailure = supervisor.DnsmasqFailure
 
 
 @dataclasses.dataclass
@@ -92,7 +83,7 @@ class Stats:
     api_errors: int = 0
     heals: int = 0
     dnsmasq_running: bool = False
-    dnsmasq_state: str = 'stopped'     # observed: see dnsmasq.observe
+    dnsmasq_state: str = 'stopped'     # the supervisor's status
     dnsmasq_detail: str = ''
     dnsmasq_starts: int = 0
     failed_closed: bool = False
@@ -123,17 +114,16 @@ class Service:
         self.client = client
         self.store = store
         self.cmds = cmds
-        self.stats = Stats()
+        self._stats = Stats()
         self.view = view_mod.IronicView()
         self.runner = dnsmasq_mod.CommandRunner(wake=self.wake)
-        self.writer = writer_mod.Writer(store, cmds.reload,
-                                        lambda: self.settings, clock,
-                                        runner=self.runner)
         self.pid_file = pid_file
-        self._start_job = None       # (future, why) of a start in flight
-        self._start_failures = 0
-        self._start_due = None       # when to try starting again
-        self._started_at = None      # a start succeeded then
+        self.supervisor = supervisor.Supervisor(managed=bool(cmds.start),
+                                                observed=bool(pid_file))
+        self._start = None           # the start command's future
+        self.writer = writer_mod.Writer(
+            store, cmds.reload, lambda: self.settings, clock,
+            runner=self.runner, serving=lambda: self.supervisor.serving)
         self._guard_factory = guard_factory
         self._watcher_factory = watcher_factory
         self._notifier = notifier
@@ -159,6 +149,16 @@ class Service:
         self._control_factory = control_factory
         self._control = None
         self._requests = queue.SimpleQueue()
+
+    @property
+    def stats(self):
+        """The counters now, as a :class:`Stats` (the dnsmasq ones are the
+        supervisor's)."""
+        sup = self.supervisor
+        return dataclasses.replace(
+            self._stats, dnsmasq_running=sup.running,
+            dnsmasq_state=sup.status, dnsmasq_detail=sup.detail,
+            dnsmasq_starts=sup.starts)
 
     # -- signals (any thread) ------------------------------------------------
 
@@ -250,6 +250,10 @@ class Service:
         return code
 
     def _run_locked(self):
+        # (what is configured now: tests and tools may set them after
+        # construction)
+        self.supervisor = supervisor.Supervisor(
+            managed=bool(self.cmds.start), observed=bool(self.pid_file))
         if self._guard_factory is not None and self.cmds.stop:
             self._spawn_guard()
         self._start_control()
@@ -275,7 +279,8 @@ class Service:
                 # drop them now, not after the first sync.
                 self._run_now(self.cmds.reload)
             # Started elsewhere: it serves, so bursts are paced.
-            self._dnsmasq_serving()
+            self.supervisor.adopt()
+            self.writer.dnsmasq_started()
         LOG.info('Hostsdir in the fail-closed state; waiting for the first '
                  'successful sync before dnsmasq is started')
         self._start_threads()
@@ -291,7 +296,7 @@ class Service:
         if external:
             self._become_ready()
         else:
-            self._start_dnsmasq('the first sync is done')
+            self._act(self.supervisor.begin('the first sync is done'))
         return self._loop()
 
     def _become_ready(self):
@@ -311,30 +316,36 @@ class Service:
             self._wake.clear()
         return future.result()
 
-    def _dnsmasq_serving(self):
-        self.stats.dnsmasq_running = True
-        self.writer.dnsmasq_started()
+    # -- dnsmasq: see pxefilterd.supervisor -----------------------------
 
-    # -- dnsmasq: starting it, and seeing that it runs -------------------
+    def _supervise(self, guard_exit=None):
+        """Tell the supervisor what happened to dnsmasq; do what it says.
 
-    def _start_dnsmasq(self, why):
-        """Have the start command run (in the command thread)."""
-        self.stats.dnsmasq_state = 'starting'
-        self._start_due = None
-        self._start_job = (self.runner.submit(self.cmds.start), why)
+        :raises DnsmasqFailure: dnsmasq cannot be kept serving.
+        """
+        done = None
+        if self._start is not None and self._start.done():
+            exc, self._start = self._start.exception(), None
+            done = supervisor.Done(None if exc is None else str(exc))
+        seen = dnsmasq_mod.observe(self.pid_file)
+        self._act(self.supervisor.step(self._clock(), seen, done,
+                                       guard_exit))
 
-    def _start_failed(self, detail):
-        self._start_failures += 1
-        if self._start_failures >= START_ATTEMPTS:
-            raise DnsmasqFailure(
-                'dnsmasq could not be started %d times in a row; giving up '
-                '(systemd restarts pxefilterd and dnsmasq together): %s'
-                % (self._start_failures, detail))
-        delay = backoff.delay(self._start_failures, _START_BACKOFF_MAX)
-        LOG.error('dnsmasq start %d of %d failed; trying again in %.0f s: %s',
-                  self._start_failures, START_ATTEMPTS, delay, detail)
-        self.stats.dnsmasq_state = 'stopped'
-        self._start_due = self._clock() + delay
+    def _act(self, action):
+        if action.do is Do.FATAL:
+            raise DnsmasqFailure(action.why)
+        if action.do is Do.STOP:
+            self._stop_quietly(action.why)
+        elif action.do is Do.STARTED:
+            self.writer.dnsmasq_started()
+            if not self._ready:
+                self._become_ready()
+        elif action.do in (Do.START, Do.RELAUNCH):
+            if action.notice and self._notifier is not None:
+                self._notifier.status(action.notice)
+            if action.do is Do.RELAUNCH:
+                self._rescan()      # it reads every file when it starts
+            self._start = self.runner.submit(self.cmds.start)
 
     def _stop_quietly(self, why):
         """Have the stop command run (in the command thread); a failure is
@@ -347,95 +358,6 @@ class Service:
             if exc is not None:
                 LOG.warning('Stop command after "%s" failed: %s', why, exc)
         self.runner.submit(self.cmds.stop).add_done_callback(done)
-
-    def _restart(self, why):
-        """dnsmasq is not serving: put the hostsdir right, start it."""
-        LOG.error('dnsmasq is not running (%s); re-asserting the hostsdir and '
-                  'starting it again', why)
-        if self._notifier is not None:
-            self._notifier.status('dnsmasq not running (%s); restarting'
-                                  % why)
-        self._relaunch(why)
-
-    def _relaunch(self, why):
-        self.stats.dnsmasq_running = False
-        self.writer.serving = False     # it reads every file when it starts
-        self._rescan()
-        self._start_dnsmasq(why)
-
-    def _supervise(self):
-        """Follow a start in flight, retry one that failed, and look at
-        whether dnsmasq runs.
-
-        :raises DnsmasqFailure: it cannot be started.
-        """
-        now = self._clock()
-        if self._start_job is not None:
-            future, why = self._start_job
-            if not future.done():
-                return
-            self._start_job = None
-            exc = future.exception()
-            if exc is not None:
-                self._start_failed(str(exc))
-                return
-            self._started_at = now
-            self.stats.dnsmasq_starts += 1
-            if not self.pid_file:
-                self._start_failures = 0    # nothing more to wait for
-            self._dnsmasq_serving()
-            if not self._ready:
-                self._become_ready()
-            else:
-                LOG.warning('dnsmasq started again (%s)', why)
-        if self._start_due is not None:
-            if now >= self._start_due:
-                self._relaunch('retry')
-            return
-        seen = dnsmasq_mod.observe(self.pid_file)
-        self.stats.dnsmasq_detail = seen.detail
-        young = (self._started_at is not None
-                 and now - self._started_at < START_GRACE)
-        if seen.state == dnsmasq_mod.RUNNING:
-            self.stats.dnsmasq_state = 'running'
-            self.stats.dnsmasq_running = True
-            if self._start_failures and not young:
-                self._start_failures = 0    # it stayed up: a good start
-            return
-        if seen.state == dnsmasq_mod.UNKNOWN:
-            self.stats.dnsmasq_state = ('unknown (assumed running)'
-                                        if self.stats.dnsmasq_running
-                                        else 'unknown')
-            return
-        external = not self.cmds.start
-        if external:
-            if self.stats.dnsmasq_state != 'gone':
-                LOG.error('dnsmasq (started elsewhere) is not running: %s; '
-                          'pxefilterd keeps the hostsdir right for when it '
-                          'is back', seen.detail)
-            self.stats.dnsmasq_state = 'gone'
-            self.stats.dnsmasq_running = False
-            return
-        if young and self.stats.dnsmasq_state == 'starting':
-            return      # give it the time to write its pid file
-        if self.stats.dnsmasq_state == 'starting':
-            # Started, but never showed up.  Whatever the start command
-            # left running (a dnsmasq slow to write its pid file, or one
-            # writing it elsewhere) is stopped before the next try: two
-            # would fight over the port.  The command thread runs the stop
-            # before that next start.
-            self._stop_quietly('dnsmasq did not show up')
-            self._start_failed('dnsmasq did not run %.0f s after its start '
-                               'command: %s' % (START_GRACE, seen.detail))
-            return
-        self.stats.dnsmasq_state = 'gone'
-        if young:
-            # died soon after it was started: a failed start (with backoff,
-            # and fatal after START_ATTEMPTS), not a fresh crash
-            self._start_failed('dnsmasq exited %.1f s after it was started: '
-                               '%s' % (now - self._started_at, seen.detail))
-            return
-        self._restart(seen.detail)
 
     def _start_threads(self):
         lister = feed.Lister(self.client, self._post, lambda: self.settings,
@@ -483,8 +405,7 @@ class Service:
             if self._hup:
                 self._hup = False
                 self._reload()
-            self._check_helpers()
-            self._supervise()
+            self._supervise(self._check_helpers())
             self._heal()
             self._drain()
             self._check_stale()
@@ -527,9 +448,9 @@ class Service:
             if batch.source == 'poll' and batch.complete:
                 self._contact()
             if batch.source == 'listing' and batch.complete:
-                self.stats.syncs += 1
-                self.stats.last_sync = time.time()
-                self.stats.last_sync_duration = batch.duration
+                self._stats.syncs += 1
+                self._stats.last_sync = time.time()
+                self._stats.last_sync_duration = batch.duration
                 for observe in self.sync_observers:
                     observe(batch.duration)
                 LOG.debug('Full listing: %d ports in %.3f s',
@@ -543,7 +464,7 @@ class Service:
                 self._warned_empty = not self.view.ports
 
     def _api_error(self, batch):
-        self.stats.api_errors += 1
+        self._stats.api_errors += 1
         what = ('full listing' if batch.source == 'listing'
                 else 'poll')
         if not self._ready:
@@ -555,26 +476,26 @@ class Service:
 
     def _contact(self):
         self._last_contact = self._clock()
-        self.stats.last_contact = time.time()
-        if self.stats.failed_closed:
+        self._stats.last_contact = time.time()
+        if self._stats.failed_closed:
             LOG.warning('ironic answers again; leaving the fail-closed state')
-            self.stats.failed_closed = False
+            self._stats.failed_closed = False
 
     def _check_stale(self):
         limit = self.settings.max_stale_seconds
-        if (not limit or self.stats.failed_closed
+        if (not limit or self._stats.failed_closed
                 or self._last_contact is None
                 or self._clock() - self._last_contact < limit):
             return
         LOG.error('No successful sync with ironic for %d s '
                   '(max_stale_seconds): failing closed, every MAC denied',
                   limit)
-        self.stats.failed_closed = True
+        self._stats.failed_closed = True
 
     # -- deciding and writing ---------------------------------------------
 
     def _desired(self):
-        if self.stats.failed_closed:
+        if self._stats.failed_closed:
             return policy.fail_closed(self.store.cached())
         return policy.decide(self.view.snapshot(), self.settings.options,
                              self.store.cached())
@@ -608,10 +529,10 @@ class Service:
     def _write(self, desired):
         written = self.writer.converge(desired, self.view.macs)
         allowed, denied = desired.counts()
-        self.stats.allowed, self.stats.denied = allowed, denied
-        self.stats.unknown = desired.unknown.value
-        self.stats.ports = len(self.view.ports)
-        self.stats.inspected = len(self._inspected)
+        self._stats.allowed, self._stats.denied = allowed, denied
+        self._stats.unknown = desired.unknown.value
+        self._stats.ports = len(self.view.ports)
+        self._stats.inspected = len(self._inspected)
         if written:
             LOG.info('Wrote %d file(s): %s', written, self.status_line())
             if self._notifier is not None:
@@ -620,7 +541,7 @@ class Service:
 
     def _maybe_compact(self):
         now = self._clock()
-        if now < self._next_compaction or self.stats.failed_closed:
+        if now < self._next_compaction or self._stats.failed_closed:
             return
         self._next_compaction = now + self._compaction_interval()
         self.writer.compact(self._desired(), self.view.macs)
@@ -767,22 +688,15 @@ class Service:
             self._notifier.stopping(reason or '')
 
     def _check_helpers(self):
+        """Restart a helper that died; return the exit status of a guard
+        that died (the supervisor's business: it may have stopped dnsmasq),
+        or None."""
+        guard_exit = None
         if self._guard is not None and not self._guard.alive():
-            status = self._guard.proc.returncode
+            guard_exit = self._guard.proc.returncode
             LOG.error('The guard process exited unexpectedly (status %s); '
-                      'starting a new one', status)
+                      'starting a new one', guard_exit)
             self._spawn_guard()
-            if status in (guard_mod.EXIT_TERMINATED, guard_mod.EXIT_ORPHANED):
-                # It ran the stop command: dnsmasq is down under us.
-                if not self.cmds.start:
-                    raise DnsmasqFailure(
-                        'the guard was signalled and stopped dnsmasq, which '
-                        'pxefilterd cannot start (no dnsmasq_start_command)')
-                if self.pid_file is None and self._start_job is None:
-                    self._restart('the guard was signalled and stopped it')
-                # With a pid file, _supervise sees dnsmasq gone (or already
-                # started again) and acts on what it sees: a start here
-                # could run while a restart already brought it back.
         if self._watcher is not None and not self._watcher.alive():
             LOG.error('The hostsdir watcher died; restarting it and '
                       'rescanning the directory')
@@ -798,6 +712,7 @@ class Service:
                 raise RuntimeError('the %s thread died' % thread.name)
         if not self.runner.alive():
             raise RuntimeError('the dnsmasq command thread died')
+        return guard_exit
 
     def _heal(self):
         if self._watcher is None:
@@ -811,7 +726,7 @@ class Service:
             for name, created in sorted(pending.items()):
                 msg = self.store.heal(name, created=created)
                 if msg:
-                    self.stats.heals += 1
+                    self._stats.heals += 1
                     LOG.warning('Hostsdir tampering: %s', msg)
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
@@ -820,7 +735,7 @@ class Service:
     def _rescan(self):
         try:
             for msg in self.store.rescan():
-                self.stats.heals += 1
+                self._stats.heals += 1
                 LOG.warning('Hostsdir tampering: %s', msg)
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
@@ -864,13 +779,12 @@ class Service:
         """
         stopped = not self._armed
         if self._armed:
-            if self._start_job is not None:
+            if self._start is not None:
                 # A start still running could bring dnsmasq up after the
                 # stop below: let it end first (it is killed at its
                 # timeout).
                 try:
-                    self._start_job[0].exception(
-                        timeout=self.cmds.start.timeout + 1)
+                    self._start.exception(timeout=self.cmds.start.timeout + 1)
                 except Exception:
                     pass
             # Here, not in the command thread: nothing is left to keep
@@ -880,8 +794,7 @@ class Service:
                 stopped = True
             except commands.CommandError as exc:
                 LOG.error('Could not stop dnsmasq: %s', exc)
-            self.stats.dnsmasq_running = False
-            self.stats.dnsmasq_state = 'stopped'
+            self.supervisor.stopped()
         self.runner.shutdown()
         for thread in self._threads:
             thread.stop()

@@ -49,13 +49,15 @@ class Writer:
         empty: no reload command).
     :param settings: callable returning the current service settings
         (``max_burst``, ``burst_rate``).
-    :ivar serving: dnsmasq may be reading the directory now (set by the
-        service): writes are paced or followed by a reload.
+    :param serving: callable telling whether dnsmasq may be reading the
+        directory now (the daemon's is its supervisor's ``serving``): writes
+        are then paced or followed by a reload.  Without one (tools), from
+        the first :meth:`dnsmasq_started` on.
     :ivar pending: changes left for a later call by pacing.
     """
 
     def __init__(self, store, reload, settings, clock=time.monotonic,
-                 runner=None):
+                 runner=None, serving=None):
         self.store = store
         self.reload = reload
         self._settings = settings
@@ -63,7 +65,8 @@ class Writer:
         self._runner = runner or dnsmasq.Immediate()
         self._reload_job = None      # (future, why, doubt) in flight
         self._reload_queued = None   # (why, doubt) to run after it
-        self.serving = False
+        self._serving = serving
+        self._started = False
         self.pending = 0
         self.reloads = 0
         self.reload_failures = 0
@@ -73,10 +76,17 @@ class Writer:
         self._reload_after = 0.0
         self._backoff = backoff.Backoff(cap=_RELOAD_BACKOFF_MAX)
 
+    @property
+    def serving(self):
+        """dnsmasq may be reading the directory now."""
+        if self._serving is not None:
+            return self._serving()
+        return self._started
+
     def dnsmasq_started(self):
         """dnsmasq has just (re)started: it read every file; the queue is
         empty and nothing it holds is in doubt."""
-        self.serving = True
+        self._started = True
         self._unsure.clear()
         self._reload_queued = None
         self._tokens = float(self._settings().max_burst)

@@ -12,6 +12,7 @@ from pxefilterd import commands
 from pxefilterd import hostsdir
 from pxefilterd import policy
 from pxefilterd import service
+from pxefilterd import supervisor
 from tests import fake_dnsmasq
 from tests.fake_ironic import FakeIronic
 from tests.waiting import wait_for
@@ -345,7 +346,7 @@ def test_noop_sync_writes_nothing(harness):
 
 
 def test_failing_start_command_is_retried_then_fatal(harness, monkeypatch):
-    monkeypatch.setattr(service, 'START_ATTEMPTS', 3)
+    monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 3)
     h = harness(start_code=3).start()
     h.thread.join(timeout=30)
     assert h.code == service.EXIT_FAILURE
@@ -513,7 +514,7 @@ def test_base_file_first_sync_and_compaction(harness, tmp_path):
 
 def test_hanging_start_command_times_out_and_stops(harness, tmp_path,
                                                    monkeypatch):
-    monkeypatch.setattr(service, 'START_ATTEMPTS', 2)
+    monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 2)
     h = harness()
     h.cmds.start = commands.Command(
         'start', [sys.executable, '-c', 'import time; time.sleep(60)'],
@@ -625,8 +626,8 @@ def test_dnsmasq_killed_is_noticed_and_started_again(supervised):
 
 
 def test_a_dnsmasq_that_never_shows_up_is_fatal(supervised, monkeypatch):
-    monkeypatch.setattr(service, 'START_ATTEMPTS', 2)
-    monkeypatch.setattr(service, 'START_GRACE', 0.3)
+    monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 2)
+    monkeypatch.setattr(supervisor, 'START_GRACE', 0.3)
     h = supervised()
     h.svc.pid_file = h.pid_file + '.wrong'
     h.start()
@@ -749,8 +750,8 @@ def test_a_dnsmasq_that_keeps_dying_soon_after_its_start_is_fatal(
     """Each death within START_GRACE of its start is a failed start: with
     backoff, and pxefilterd gives up (exit 1, dnsmasq stopped) after
     START_ATTEMPTS of them, instead of restarting it for ever."""
-    monkeypatch.setattr(service, 'START_ATTEMPTS', 3)
-    monkeypatch.setattr(service, '_START_BACKOFF_MAX', 0.2)
+    monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 3)
+    monkeypatch.setattr(supervisor, '_START_BACKOFF_MAX', 0.2)
     h = supervised()
     h.start()
     deaths = 0
@@ -781,7 +782,8 @@ def test_a_start_in_flight_ends_before_the_stop_at_exit(supervised):
                              'import time, os, sys; time.sleep(1); '
                              'os.execv(sys.argv[1], sys.argv[1:])']
     os.kill(dnsmasq_pid(h), 9)
-    wait_for(lambda: h.svc._start_job is not None, what='a start in flight')
+    wait_for(lambda: h.svc.supervisor.state is supervisor.State.STARTING,
+             what='a start in flight')
     assert h.stop() == service.EXIT_OK
     time.sleep(1.5)        # (longer than that start takes)
     pid = dnsmasq_pid(h)
