@@ -37,6 +37,7 @@ from pxefilterd import macs
 from pxefilterd import policy
 from pxefilterd import supervisor
 from pxefilterd import view as view_mod
+from pxefilterd import wakeup
 from pxefilterd import writer as writer_mod
 
 LOG = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class Service:
         self._clock = clock
         self.sync_observers = []   # callables(duration), e.g. metrics
         self._events = queue.SimpleQueue()
-        self._wake = threading.Event()
+        self.wakeup = wakeup.WakeUp()
         self._stop_reason = None
         self._hup = False
         self._guard = None
@@ -144,7 +145,6 @@ class Service:
         self.decisions = decisions.DecisionLog()
         self._threads = []
         self._seq = feed.Sequence()
-        self._relay = None
         self._warned_empty = False
         self._control_factory = control_factory
         self._control = None
@@ -165,10 +165,8 @@ class Service:
     def request_stop(self, reason, from_signal=False):
         """Ask the loop to exit cleanly (exit status 0).
 
-        ``from_signal``: called by a signal handler, which runs in the
-        loop's own thread at any point -- possibly while that thread holds
-        the wake-up Event's lock: the wake-up then goes through a pipe and
-        a relay thread instead of taking the lock.
+        ``from_signal``: called by a signal handler (see
+        :mod:`pxefilterd.wakeup`).
         """
         if self._stop_reason is None:
             self._stop_reason = reason
@@ -179,34 +177,22 @@ class Service:
         self._wake_up(from_signal)
 
     def _wake_up(self, from_signal):
-        if not from_signal:
-            self._wake.set()
-            return
-        if self._relay is None:
-            self._relay_r, self._relay_w = os.pipe()
-            self._relay = threading.Thread(target=self._relay_wakeups,
-                                           name='signal-relay', daemon=True)
-            self._relay.start()
-        try:
-            os.write(self._relay_w, b'!')
-        except OSError:
-            pass
-
-    def _relay_wakeups(self):
-        while os.read(self._relay_r, 64):
-            self._wake.set()
+        if from_signal:
+            self.wakeup.from_signal()
+        else:
+            self.wakeup.set()
 
     def prepare_for_signals(self):
         """Start the signal relay now, in a normal context."""
-        self._wake_up(from_signal=True)
+        self.wakeup.prepare_for_signals()
 
     def wake(self):
-        self._wake.set()
+        self.wakeup.set()
 
     def _post(self, batch):
         """Called by the feed threads."""
         self._events.put(batch)
-        self._wake.set()
+        self.wakeup.set()
 
     def ask(self, request, timeout=control.CLIENT_TIMEOUT - 1.0):
         """Have the loop thread answer a control request; wait for it.
@@ -216,7 +202,7 @@ class Service:
         """
         slot = [None, threading.Event()]
         self._requests.put((request, slot))
-        self._wake.set()
+        self.wakeup.set()
         if not slot[1].wait(timeout):
             return {'ok': False, 'error': 'the daemon did not answer within '
                     '%.0f s' % timeout}
@@ -312,8 +298,8 @@ class Service:
         while not future.done():
             if self._notifier is not None:
                 self._notifier.watchdog()
-            self._wake.wait(_MAX_TICK)
-            self._wake.clear()
+            self.wakeup.wait(_MAX_TICK)
+            self.wakeup.clear()
         return future.result()
 
     # -- dnsmasq: see pxefilterd.supervisor -----------------------------
@@ -375,7 +361,7 @@ class Service:
         Returns False if a stop was requested first.
         """
         while self._stop_reason is None:
-            self._wake.clear()
+            self.wakeup.clear()
             if self._notifier is not None:
                 self._notifier.watchdog()
             self._drain()
@@ -391,7 +377,7 @@ class Service:
                 except hostsdir_mod.TransientWriteError as exc:
                     LOG.error('First sync could not write the hostsdir; '
                               'retrying in 1 s: %s', exc)
-            self._wake.wait(1.0)
+            self.wakeup.wait(1.0)
         return False
 
     def _loop(self):
@@ -399,7 +385,7 @@ class Service:
         while True:
             # Cleared before looking for work: a wake-up that arrives while
             # this iteration runs is kept for the next wait.
-            self._wake.clear()
+            self.wakeup.clear()
             if self._stop_reason is not None:
                 return EXIT_OK, self._stop_reason
             if self._hup:
@@ -413,14 +399,14 @@ class Service:
                 self._converge()
             except hostsdir_mod.TransientWriteError as exc:
                 LOG.error('Could not write the hostsdir, retrying: %s', exc)
-                self._wake.wait(1.0)
+                self.wakeup.wait(1.0)
                 continue
             self._maybe_compact()
             self._answer_requests()
             if self._notifier is not None:
                 self._notifier.watchdog()
             timeout = min(self.writer.next_due(), _MAX_TICK)
-            self._wake.wait(max(0.0, timeout))
+            self.wakeup.wait(max(0.0, timeout))
 
     def _compaction_interval(self):
         interval = self.settings.compaction_interval

@@ -4,7 +4,6 @@ import ctypes
 import functools
 import logging
 import os
-import select
 import signal
 import sys
 
@@ -21,6 +20,7 @@ from pxefilterd import ironic
 from pxefilterd import metrics
 from pxefilterd import notify
 from pxefilterd import service
+from pxefilterd import wakeup
 from pxefilterd import watcher
 
 LOG = logging.getLogger('pxefilterd')
@@ -135,14 +135,13 @@ def _run_noop(conf, tick=5.0):
     """``[pxe_filter] driver = noop``: touch nothing, but behave as the
     shipped unit expects: READY, a watchdog ping every ``tick`` seconds,
     SIGHUP re-reads the configuration, SIGTERM exits 0."""
-    # A pipe, not an Event: a handler runs in this thread, maybe while it
-    # holds the Event's lock.
-    wake_r, wake_w = os.pipe()
+    wake = wakeup.WakeUp()
+    wake.prepare_for_signals()
     signals = []
 
     def on_signal(signum, frame):
         signals.append(signal.Signals(signum).name)
-        os.write(wake_w, b'!')
+        wake.from_signal()
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, on_signal)
@@ -153,8 +152,8 @@ def _run_noop(conf, tick=5.0):
                 'the hostsdir and dnsmasq are not touched')
     while True:
         notifier.watchdog()
-        if select.select([wake_r], [], [], tick)[0]:
-            os.read(wake_r, 64)
+        wake.wait(tick)
+        wake.clear()
         while signals:
             name = signals.pop(0)
             if name != 'SIGHUP':

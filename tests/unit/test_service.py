@@ -726,9 +726,9 @@ signal.signal(signal.SIGTERM, lambda *a: svc.request_stop(
     'SIGTERM', from_signal=relay))
 # The loop thread inside Event.clear()/wait() holds the Event's lock when
 # the signal arrives: the handler runs right there, in the same thread.
-with svc._wake._cond:
+with svc.wakeup._event._cond:
     os.kill(os.getpid(), signal.SIGTERM)
-print('woken' if svc._wake.wait(5) else 'not woken', flush=True)
+print('woken' if svc.wakeup.wait(5) else 'not woken', flush=True)
 '''
 
 
