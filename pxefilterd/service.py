@@ -31,7 +31,7 @@ from pxefilterd import control
 from pxefilterd import decisions
 from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import explain as explain_mod
-from pxefilterd import feed
+from pxefilterd import intake
 from pxefilterd import hostsdir as hostsdir_mod
 from pxefilterd import macs
 from pxefilterd import policy
@@ -131,7 +131,8 @@ class Service:
         self._reload_settings = reload_settings
         self._clock = clock
         self.sync_observers = []   # callables(duration), e.g. metrics
-        self._events = queue.SimpleQueue()
+        self.intake = intake.Intake(client, lambda: self.settings, clock,
+                                    self.wake, self.sync_observers)
         self.wakeup = wakeup.WakeUp()
         self._stop_reason = None
         self._hup = False
@@ -139,13 +140,9 @@ class Service:
         self._watcher = None
         self._armed = False
         self._ready = False
-        self._last_contact = None
         self._next_compaction = float('inf')
         self._inspected = frozenset()
         self.decisions = decisions.DecisionLog()
-        self._threads = []
-        self._seq = feed.Sequence()
-        self._warned_empty = False
         self._control_factory = control_factory
         self._control = None
         self._requests = queue.SimpleQueue()
@@ -154,11 +151,15 @@ class Service:
     def stats(self):
         """The counters now, as a :class:`Stats` (the dnsmasq ones are the
         supervisor's)."""
-        sup = self.supervisor
+        sup, feeds = self.supervisor, self.intake
         return dataclasses.replace(
             self._stats, dnsmasq_running=sup.running,
             dnsmasq_state=sup.status, dnsmasq_detail=sup.detail,
-            dnsmasq_starts=sup.starts)
+            dnsmasq_starts=sup.starts, syncs=feeds.syncs,
+            last_sync=feeds.last_sync,
+            last_sync_duration=feeds.last_sync_duration,
+            last_contact=feeds.last_contact, api_errors=feeds.api_errors,
+            failed_closed=feeds.failed_closed)
 
     # -- signals (any thread) ------------------------------------------------
 
@@ -187,11 +188,6 @@ class Service:
         self.wakeup.prepare_for_signals()
 
     def wake(self):
-        self.wakeup.set()
-
-    def _post(self, batch):
-        """Called by the feed threads."""
-        self._events.put(batch)
         self.wakeup.set()
 
     def ask(self, request, timeout=control.CLIENT_TIMEOUT - 1.0):
@@ -269,7 +265,7 @@ class Service:
             self.writer.dnsmasq_started()
         LOG.info('Hostsdir in the fail-closed state; waiting for the first '
                  'successful sync before dnsmasq is started')
-        self._start_threads()
+        self.intake.start()
         if not self._first_sync():
             return EXIT_OK, self._stop_reason
         self._armed = True
@@ -345,16 +341,6 @@ class Service:
                 LOG.warning('Stop command after "%s" failed: %s', why, exc)
         self.runner.submit(self.cmds.stop).add_done_callback(done)
 
-    def _start_threads(self):
-        lister = feed.Lister(self.client, self._post, lambda: self.settings,
-                             self._seq, self._clock)
-        poller = feed.Poller(self.client, self._post, lambda: self.settings,
-                             self._seq, self._clock,
-                             request_listing=lister.kick)
-        self._threads = [lister, poller]
-        for thread in self._threads:
-            thread.start()
-
     def _first_sync(self):
         """Wait for a listing and an inspection answer, then write them.
 
@@ -364,15 +350,12 @@ class Service:
             self.wakeup.clear()
             if self._notifier is not None:
                 self._notifier.watchdog()
-            self._drain()
+            self.intake.drain(self.view, self._ready)
             self._answer_requests()
             if self.view.complete:
                 try:
                     self._converge()
-                    if self._last_contact is None:
-                        # (the inspection answer came ahead of its poll's
-                        # end): max_stale_seconds counts from here
-                        self._last_contact = self._clock()
+                    self.intake.first_sync_done()
                     return True
                 except hostsdir_mod.TransientWriteError as exc:
                     LOG.error('First sync could not write the hostsdir; '
@@ -393,8 +376,8 @@ class Service:
                 self._reload()
             self._supervise(self._check_helpers())
             self._heal()
-            self._drain()
-            self._check_stale()
+            self.intake.drain(self.view, self._ready)
+            self.intake.check_stale()
             try:
                 self._converge()
             except hostsdir_mod.TransientWriteError as exc:
@@ -414,74 +397,10 @@ class Service:
             return interval
         return float('inf')
 
-    # -- ironic events -----------------------------------------------------
-
-    def _drain(self):
-        """Apply every batch the feed threads posted to the view."""
-        while True:
-            try:
-                batch = self._events.get_nowait()
-            except queue.Empty:
-                return
-            for event in batch.events:
-                if isinstance(event, view_mod.NodeGone):
-                    count = len(self.view.ports_of(event.node))
-                    LOG.info('Node %s is gone from ironic; forgetting it and '
-                             'its %d port(s)', event.node, count)
-                self.view.apply(event)
-            if batch.error is not None:
-                self._api_error(batch)
-            if batch.source == 'poll' and batch.complete:
-                self._contact()
-            if batch.source == 'listing' and batch.complete:
-                self._stats.syncs += 1
-                self._stats.last_sync = time.time()
-                self._stats.last_sync_duration = batch.duration
-                for observe in self.sync_observers:
-                    observe(batch.duration)
-                LOG.debug('Full listing: %d ports in %.3f s',
-                          len(self.view.ports), batch.duration)
-                if not self.view.ports and not self._warned_empty:
-                    LOG.warning('ironic listed no port at all: every MAC is '
-                                'treated as unknown.  If ironic has nodes, '
-                                'its [ironic] user may lack the role to see '
-                                'them (ironic then answers an empty list, '
-                                'not an error)')
-                self._warned_empty = not self.view.ports
-
-    def _api_error(self, batch):
-        self._stats.api_errors += 1
-        what = ('full listing' if batch.source == 'listing'
-                else 'poll')
-        if not self._ready:
-            LOG.error('First sync failed, dnsmasq not started; retrying in '
-                      '%.0f s: %s', batch.retry_in, batch.error)
-        else:
-            LOG.error('ironic %s failed (retry in %.0f s); keeping the last '
-                      'applied state: %s', what, batch.retry_in, batch.error)
-
-    def _contact(self):
-        self._last_contact = self._clock()
-        self._stats.last_contact = time.time()
-        if self._stats.failed_closed:
-            LOG.warning('ironic answers again; leaving the fail-closed state')
-            self._stats.failed_closed = False
-
-    def _check_stale(self):
-        limit = self.settings.max_stale_seconds
-        if (not limit or self._stats.failed_closed
-                or self._last_contact is None
-                or self._clock() - self._last_contact < limit):
-            return
-        LOG.error('No successful sync with ironic for %d s '
-                  '(max_stale_seconds): failing closed, every MAC denied',
-                  limit)
-        self._stats.failed_closed = True
-
     # -- deciding and writing ---------------------------------------------
 
     def _desired(self):
-        if self._stats.failed_closed:
+        if self.intake.failed_closed:
             return policy.fail_closed(self.store.cached())
         return policy.decide(self.view.snapshot(), self.settings.options,
                              self.store.cached())
@@ -527,7 +446,7 @@ class Service:
 
     def _maybe_compact(self):
         now = self._clock()
-        if now < self._next_compaction or self._stats.failed_closed:
+        if now < self._next_compaction or self.intake.failed_closed:
             return
         self._next_compaction = now + self._compaction_interval()
         self.writer.compact(self._desired(), self.view.macs)
@@ -693,9 +612,7 @@ class Service:
             LOG.error('The control socket thread died; serving it again')
             self._stop_control()
             self._start_control()
-        for thread in self._threads:
-            if not thread.is_alive():
-                raise RuntimeError('the %s thread died' % thread.name)
+        self.intake.check()
         if not self.runner.alive():
             raise RuntimeError('the dnsmasq command thread died')
         return guard_exit
@@ -743,17 +660,14 @@ class Service:
         if old.compaction_interval != new.compaction_interval:
             self._next_compaction = (self._clock()
                                      + self._compaction_interval())
-        for thread in self._threads:
-            if isinstance(thread, feed.Poller):
-                thread.kick()
+        self.intake.kick()
 
     # -- exit ---------------------------------------------------------------
 
     def threads_alive(self):
         """True while a feed thread or the command thread still runs (e.g.
         waiting on ironic, or on a command until its timeout)."""
-        return (any(thread.is_alive() for thread in self._threads)
-                or self.runner.alive())
+        return self.intake.alive() or self.runner.alive()
 
     def _shutdown(self, reason, code):
         """Stop dnsmasq first, then everything else; never raises.
@@ -782,8 +696,7 @@ class Service:
                 LOG.error('Could not stop dnsmasq: %s', exc)
             self.supervisor.stopped()
         self.runner.shutdown()
-        for thread in self._threads:
-            thread.stop()
+        self.intake.stop()
         for step in (self._stop_watcher, self._stop_control,
                      self._notify_stopping):
             try:
