@@ -32,6 +32,7 @@ from pxefilterd import decisions
 from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import explain as explain_mod
 from pxefilterd import intake
+from pxefilterd import helpers
 from pxefilterd import hostsdir as hostsdir_mod
 from pxefilterd import macs
 from pxefilterd import policy
@@ -125,26 +126,22 @@ class Service:
         self.writer = writer_mod.Writer(
             store, cmds.reload, lambda: self.settings, clock,
             runner=self.runner, serving=lambda: self.supervisor.serving)
-        self._guard_factory = guard_factory
-        self._watcher_factory = watcher_factory
         self._notifier = notifier
         self._reload_settings = reload_settings
         self._clock = clock
         self.sync_observers = []   # callables(duration), e.g. metrics
         self.intake = intake.Intake(client, lambda: self.settings, clock,
                                     self.wake, self.sync_observers)
+        self.helpers = helpers.Helpers(store, cmds, self.wake, self.ask,
+                                       guard_factory, watcher_factory,
+                                       control_factory)
         self.wakeup = wakeup.WakeUp()
         self._stop_reason = None
         self._hup = False
-        self._guard = None
-        self._watcher = None
-        self._armed = False
         self._ready = False
         self._next_compaction = float('inf')
         self._inspected = frozenset()
         self.decisions = decisions.DecisionLog()
-        self._control_factory = control_factory
-        self._control = None
         self._requests = queue.SimpleQueue()
 
     @property
@@ -155,7 +152,8 @@ class Service:
         return dataclasses.replace(
             self._stats, dnsmasq_running=sup.running,
             dnsmasq_state=sup.status, dnsmasq_detail=sup.detail,
-            dnsmasq_starts=sup.starts, syncs=feeds.syncs,
+            dnsmasq_starts=sup.starts, heals=self.helpers.heals,
+            syncs=feeds.syncs,
             last_sync=feeds.last_sync,
             last_sync_duration=feeds.last_sync_duration,
             last_contact=feeds.last_contact, api_errors=feeds.api_errors,
@@ -236,9 +234,8 @@ class Service:
         # construction)
         self.supervisor = supervisor.Supervisor(
             managed=bool(self.cmds.start), observed=bool(self.pid_file))
-        if self._guard_factory is not None and self.cmds.stop:
-            self._spawn_guard()
-        self._start_control()
+        self.helpers.start_guard()
+        self.helpers.start_control()
         if self.settings.purge:
             removed = self.store.purge()
             LOG.info('Purged %d file(s) from %s', removed, self.store.path)
@@ -268,13 +265,8 @@ class Service:
         self.intake.start()
         if not self._first_sync():
             return EXIT_OK, self._stop_reason
-        self._armed = True
-        if self._guard is not None:
-            self._guard.arm()
-        self._start_watcher()
-        if self._watcher is not None:
-            # Anything changed before the watch existed has no event.
-            self._rescan()
+        self.helpers.arm()
+        self.helpers.start_watcher()
         if external:
             self._become_ready()
         else:
@@ -326,7 +318,7 @@ class Service:
             if action.notice and self._notifier is not None:
                 self._notifier.status(action.notice)
             if action.do is Do.RELAUNCH:
-                self._rescan()      # it reads every file when it starts
+                self.helpers.rescan()   # it reads every file when it starts
             self._start = self.runner.submit(self.cmds.start)
 
     def _stop_quietly(self, why):
@@ -374,8 +366,12 @@ class Service:
             if self._hup:
                 self._hup = False
                 self._reload()
-            self._supervise(self._check_helpers())
-            self._heal()
+            guard_exit = self.helpers.check()
+            self.intake.check()
+            if not self.runner.alive():
+                raise RuntimeError('the dnsmasq command thread died')
+            self._supervise(guard_exit)
+            self.helpers.heal()
             self.intake.drain(self.view, self._ready)
             self.intake.check_stale()
             try:
@@ -543,106 +539,6 @@ class Service:
 
     # -- helpers: guard, watcher, reload --------------------------------------
 
-    def _start_control(self):
-        if self._control_factory is None:
-            return
-        try:
-            server = self._control_factory(self.ask)
-        except (control.ControlError, OSError) as exc:
-            # Not worth failing the filter for: explain falls back to ironic.
-            LOG.error('Control socket not served (pxefilterd-ctl explain '
-                      'and status cannot ask this daemon): %s', exc)
-            return
-        server.start()
-        self._control = server
-
-    def _stop_control(self, reason=None):
-        server, self._control = self._control, None
-        if server is not None:
-            server.close()
-
-    def _spawn_guard(self):
-        old = self._guard
-        if old is not None:
-            old.close(wait=0)       # it has exited: just its pipe
-        self._guard = self._guard_factory(self.cmds.stop,
-                                          self.store.lock_fd)
-        if self._armed:
-            self._guard.arm()
-
-    def _start_watcher(self):
-        if self._watcher_factory is None:
-            return
-        self.store.track_own_writes = True
-        watcher = self._watcher_factory(self.store.path, self.wake)
-        try:
-            watcher.start()
-        except OSError as exc:
-            watcher.stop()
-            raise hostsdir_mod.HostsDirError('cannot watch %s: %s' % (
-                self.store.path, exc.strerror or exc)) from exc
-        self._watcher = watcher
-
-    def _stop_watcher(self, reason=None):
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.stop()
-
-    def _notify_stopping(self, reason):
-        if self._notifier is not None:
-            self._notifier.stopping(reason or '')
-
-    def _check_helpers(self):
-        """Restart a helper that died; return the exit status of a guard
-        that died (the supervisor's business: it may have stopped dnsmasq),
-        or None."""
-        guard_exit = None
-        if self._guard is not None and not self._guard.alive():
-            guard_exit = self._guard.proc.returncode
-            LOG.error('The guard process exited unexpectedly (status %s); '
-                      'starting a new one', guard_exit)
-            self._spawn_guard()
-        if self._watcher is not None and not self._watcher.alive():
-            LOG.error('The hostsdir watcher died; restarting it and '
-                      'rescanning the directory')
-            self._stop_watcher()
-            self._start_watcher()
-            self._rescan()
-        if self._control is not None and not self._control.alive():
-            LOG.error('The control socket thread died; serving it again')
-            self._stop_control()
-            self._start_control()
-        self.intake.check()
-        if not self.runner.alive():
-            raise RuntimeError('the dnsmasq command thread died')
-        return guard_exit
-
-    def _heal(self):
-        if self._watcher is None:
-            return
-        pending, lost = self._watcher.take()
-        if lost:
-            LOG.warning('Hostsdir events may have been lost; rescanning')
-            self._rescan()
-            return
-        try:
-            for name, created in sorted(pending.items()):
-                msg = self.store.heal(name, created=created)
-                if msg:
-                    self._stats.heals += 1
-                    LOG.warning('Hostsdir tampering: %s', msg)
-        except hostsdir_mod.TransientWriteError as exc:
-            LOG.error('Could not repair the hostsdir: %s', exc)
-            self._watcher.events_lost()
-
-    def _rescan(self):
-        try:
-            for msg in self.store.rescan():
-                self._stats.heals += 1
-                LOG.warning('Hostsdir tampering: %s', msg)
-        except hostsdir_mod.TransientWriteError as exc:
-            LOG.error('Could not repair the hostsdir: %s', exc)
-
     def _reload(self):
         if self._reload_settings is None:
             return
@@ -677,8 +573,8 @@ class Service:
         here waits for ironic: the feed threads are told to stop and left
         behind (daemon threads) if a request holds them.
         """
-        stopped = not self._armed
-        if self._armed:
+        stopped = not self.helpers.armed
+        if self.helpers.armed:
             if self._start is not None:
                 # A start still running could bring dnsmasq up after the
                 # stop below: let it end first (it is killed at its
@@ -697,18 +593,13 @@ class Service:
             self.supervisor.stopped()
         self.runner.shutdown()
         self.intake.stop()
-        for step in (self._stop_watcher, self._stop_control,
-                     self._notify_stopping):
-            try:
-                step(reason)
-            except Exception:
-                LOG.exception('Error during shutdown (ignored)')
-        if self._guard is not None:
-            if stopped:
-                self._guard.disarm()
-            else:
-                # Leave it armed: it runs the stop command once more.
-                self._guard.close(wait=self.cmds.stop.timeout + 5)
+        self.helpers.stop()
+        try:
+            if self._notifier is not None:
+                self._notifier.stopping(reason or '')
+        except Exception:
+            LOG.exception('Error during shutdown (ignored)')
+        self.helpers.release_guard(stopped, wait=self.cmds.stop.timeout + 5)
         self.store.unlock()
         log = LOG.info if code == EXIT_OK else LOG.error
         log('pxefilterd exiting with status %d: %s', code, reason)

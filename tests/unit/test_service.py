@@ -658,15 +658,15 @@ def running_as(exe):
 def test_the_guard_stopping_dnsmasq_gets_it_started_again(supervised):
     from pxefilterd import guard
     h = supervised()
-    h.svc._guard_factory = guard.Guard
+    h.svc.helpers.guard_factory = guard.Guard
     h.start()
     wait_for(lambda: h.svc.stats.dnsmasq_state == 'running')
     first = dnsmasq_pid(h)
-    h.svc._guard.proc.terminate()     # it runs the stop command, exits 3
+    h.svc.helpers.guard.proc.terminate()   # runs the stop command, exits 3
     wait_for(lambda: dnsmasq_pid(h) not in (None, first)
              and h.svc.stats.dnsmasq_state == 'running', timeout=15,
              what='dnsmasq started again')
-    assert h.svc._guard.alive()
+    assert h.svc.helpers.guard.alive()
     assert h.stop() == service.EXIT_OK
 
 
@@ -676,10 +676,10 @@ def test_the_guard_stopping_dnsmasq_without_a_pid_file_restarts_it(
     and the start command runs again (once)."""
     from pxefilterd import guard
     h = harness()
-    h.svc._guard_factory = guard.Guard
+    h.svc.helpers.guard_factory = guard.Guard
     h.start()
     wait_for(lambda: h.names() == ['start'])
-    h.svc._guard.proc.terminate()     # it runs the stop command, exits 3
+    h.svc.helpers.guard.proc.terminate()   # runs the stop command, exits 3
     wait_for(lambda: h.names() == ['start', 'stop', 'start'], timeout=15,
              what='stopped by the guard, started again')
     time.sleep(1.5)
