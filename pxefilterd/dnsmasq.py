@@ -10,6 +10,10 @@ systemd never waits for one (each has ``command_timeout`` anyway).
 process whose name is ``dnsmasq``.  No external command is needed, so the
 loop checks at every iteration (at least once a second).  Without a pid
 file nothing can be observed, and the state says so.
+
+:class:`Handle` is what the supervisor (:mod:`pxefilterd.supervisor`, which
+decides) acts through: it runs the start and stop commands it asks for and
+gathers what it needs to know at each step.
 """
 
 import concurrent.futures
@@ -89,6 +93,13 @@ def observe(pid_file):
     return Observation(RUNNING, pid, 'pid %d' % pid)
 
 
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """The start command ended: ``error`` is None, or why it failed."""
+
+    error: typing.Optional[str] = None
+
+
 class CommandRunner:
     """Runs commands one at a time in a daemon thread.
 
@@ -148,3 +159,72 @@ class Immediate:
 
     def shutdown(self):
         pass
+
+
+class Handle:
+    """The start and stop commands of one dnsmasq, and its pid file.
+
+    :param cmds: the :class:`pxefilterd.commands.Commands`.
+    :param runner: the :class:`CommandRunner` they run in.
+    :param pid_file: the pid file, or None.
+    """
+
+    def __init__(self, cmds, runner, pid_file):
+        self.cmds = cmds
+        self.runner = runner
+        self.pid_file = pid_file
+        self._start = None          # the start command's future
+
+    def news(self):
+        """Return ``(observation, done)``: what the pid file shows, and a
+        :class:`Done` if the start command ended since the last call (else
+        None)."""
+        done = None
+        if self._start is not None and self._start.done():
+            exc, self._start = self._start.exception(), None
+            done = Done(None if exc is None else str(exc))
+        return observe(self.pid_file), done
+
+    def start(self):
+        """Have the start command run (in the command thread)."""
+        self._start = self.runner.submit(self.cmds.start)
+
+    def stop_quietly(self, why):
+        """Have the stop command run in the command thread (so, before any
+        later start); a failure is logged, not raised."""
+        if not self.cmds.stop:
+            return
+
+        def done(future):
+            exc = future.exception()
+            if exc is not None:
+                LOG.warning('Stop command after "%s" failed: %s', why, exc)
+        self.runner.submit(self.cmds.stop).add_done_callback(done)
+
+    def run_now(self, command, waiting):
+        """Run ``command`` in the command thread and wait for it, calling
+        ``waiting()`` every second meanwhile (e.g. a watchdog ping).
+
+        :raises commands.CommandError: the command failed.
+        """
+        future = self.runner.submit(command)
+        while True:
+            try:
+                return future.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                waiting()
+
+    def stop_now(self):
+        """Run the stop command in this thread, after a start still in
+        flight has ended (it could bring dnsmasq up after the stop; it is
+        killed at its timeout).  Not in the command thread: a reload still
+        running there must not delay it.
+
+        :raises commands.CommandError: the stop command failed.
+        """
+        if self._start is not None:
+            try:
+                self._start.exception(timeout=self.cmds.start.timeout + 1)
+            except Exception:
+                pass
+        self.cmds.stop.run()

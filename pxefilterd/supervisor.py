@@ -175,13 +175,7 @@ class Action:
 
 
 NOTHING = Action(Do.NOTHING)
-
-
-@dataclasses.dataclass(frozen=True)
-class Done:
-    """The start command ended: ``error`` is None, or why it failed."""
-
-    error: typing.Optional[str] = None
+Done = dnsmasq.Done
 
 
 class Supervisor:

@@ -1,4 +1,5 @@
-"""Waking a loop thread: from any thread, and from a signal handler.
+"""Waking a loop thread, from any thread or a signal handler, and what it
+is woken for: a stop (SIGTERM) or a reload (SIGHUP).
 
 A signal handler runs in the main thread between two bytecodes, possibly
 while that very thread is inside ``Event.wait()`` or ``Event.clear()`` and
@@ -12,12 +13,40 @@ import threading
 
 
 class WakeUp:
-    """An Event that signal handlers may set too."""
+    """An Event that signal handlers may set too, and the requests.
+
+    :ivar stop_reason: why a stop was asked for (the first reason given),
+        or None.
+    """
 
     def __init__(self):
         self._event = threading.Event()
         self._relay = None
         self._relay_r = self._relay_w = None
+        self.stop_reason = None
+        self._reload = False
+
+    def request_stop(self, reason, from_signal=False):
+        """Ask the loop to stop; ``from_signal``: from a signal handler."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+        self._wake(from_signal)
+
+    def request_reload(self, from_signal=False):
+        """Ask the loop to reload its configuration."""
+        self._reload = True
+        self._wake(from_signal)
+
+    def take_reload(self):
+        """True once after each :meth:`request_reload`."""
+        asked, self._reload = self._reload, False
+        return asked
+
+    def _wake(self, from_signal):
+        if from_signal:
+            self.from_signal()
+        else:
+            self.set()
 
     def set(self):
         """Wake the loop (any thread, but not a signal handler)."""

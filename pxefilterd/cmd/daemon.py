@@ -137,14 +137,15 @@ def _run_noop(conf, tick=5.0):
     SIGHUP re-reads the configuration, SIGTERM exits 0."""
     wake = wakeup.WakeUp()
     wake.prepare_for_signals()
-    signals = []
 
-    def on_signal(signum, frame):
-        signals.append(signal.Signals(signum).name)
-        wake.from_signal()
+    def on_stop(signum, frame):
+        wake.request_stop('received %s' % signal.Signals(signum).name,
+                          from_signal=True)
 
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
+    signal.signal(signal.SIGHUP,
+                  lambda signum, frame: wake.request_reload(from_signal=True))
     notifier = notify.Notifier()
     status = 'noop driver: PXE filtering disabled'
     notifier.ready(status)
@@ -154,23 +155,23 @@ def _run_noop(conf, tick=5.0):
         notifier.watchdog()
         wake.wait(tick)
         wake.clear()
-        while signals:
-            name = signals.pop(0)
-            if name != 'SIGHUP':
-                notifier.stopping(status)
-                LOG.info('pxefilterd exiting with status 0: received %s',
-                         name)
-                return service.EXIT_OK
-            try:
-                conf.mutate_config_files()
-            except Exception as exc:
-                LOG.error('SIGHUP: configuration not reloaded, keeping the '
-                          'current one: %s', exc)
-                continue
-            LOG.info('SIGHUP: configuration reloaded; the noop driver has '
-                     'nothing to apply (changing [pxe_filter] driver needs '
-                     'a restart)')
-            notifier.status(status)
+        if wake.stop_reason is not None:
+            notifier.stopping(status)
+            LOG.info('pxefilterd exiting with status 0: %s',
+                     wake.stop_reason)
+            return service.EXIT_OK
+        if not wake.take_reload():
+            continue
+        try:
+            conf.mutate_config_files()
+        except Exception as exc:
+            LOG.error('SIGHUP: configuration not reloaded, keeping the '
+                      'current one: %s', exc)
+            continue
+        LOG.info('SIGHUP: configuration reloaded; the noop driver has '
+                 'nothing to apply (changing [pxe_filter] driver needs '
+                 'a restart)')
+        notifier.status(status)
 
 
 def main(argv=None):
