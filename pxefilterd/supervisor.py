@@ -3,11 +3,11 @@
 Sans-I/O (h11's ``_state.py`` is the model): :class:`Supervisor` holds what
 pxefilterd knows of dnsmasq and decides what to do next.  It runs no
 command, reads no file, never sleeps and never raises; the service feeds it
-what happened and carries out the :class:`Action` it returns (see
-``Service._supervise``).  Inputs of :meth:`Supervisor.step`: the time, what
-dnsmasq's pid file shows (:func:`pxefilterd.dnsmasq.observe`), the outcome
-of the start command once it ended, and the exit status of a guard process
-that died.
+what happened and carries out the :class:`Action` it returns
+(``Service._act``, through :class:`pxefilterd.dnsmasq.Handle`).  Inputs of
+:meth:`Supervisor.step`: the time, what dnsmasq's pid file shows
+(:func:`pxefilterd.dnsmasq.observe`), the outcome of the start command
+once it ended, and the exit status of a guard process that died.
 
 States::
 

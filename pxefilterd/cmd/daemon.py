@@ -118,7 +118,8 @@ def tune_malloc(threshold=128 * 1024):
 
 
 def _install_signals(svc):
-    # The handlers take no lock (see Service.request_stop).
+    """SIGTERM and SIGINT ask ``svc`` (a Service or a WakeUp) to stop,
+    SIGHUP to reload; the handlers take no lock (see pxefilterd.wakeup)."""
     svc.prepare_for_signals()
 
     def on_stop(signum, frame):
@@ -136,16 +137,7 @@ def _run_noop(conf, tick=5.0):
     shipped unit expects: READY, a watchdog ping every ``tick`` seconds,
     SIGHUP re-reads the configuration, SIGTERM exits 0."""
     wake = wakeup.WakeUp()
-    wake.prepare_for_signals()
-
-    def on_stop(signum, frame):
-        wake.request_stop('received %s' % signal.Signals(signum).name,
-                          from_signal=True)
-
-    signal.signal(signal.SIGTERM, on_stop)
-    signal.signal(signal.SIGINT, on_stop)
-    signal.signal(signal.SIGHUP,
-                  lambda signum, frame: wake.request_reload(from_signal=True))
+    _install_signals(wake)
     notifier = notify.Notifier()
     status = 'noop driver: PXE filtering disabled'
     notifier.ready(status)
