@@ -43,7 +43,10 @@ if [ ! -x .venv/bin/tox ] || [ ! -x .venv/bin/uv ]; then
     timeout 900 .venv/bin/uv pip install -q --python .venv/bin/python \
         'tox>=4' tox-uv -r requirements.txt -r test-requirements.txt
 fi
-timeout 900 .venv/bin/uv pip install -q --python .venv/bin/python -e .
+# pxefilterd itself and harness/ (the test harness, the demo and
+# pxefilterd-bench: development only, never part of "pip install .").
+timeout 900 .venv/bin/uv pip install -q --python .venv/bin/python \
+    -e . -e ./harness
 
 # venv_install VENV PACKAGE...: a venv of the system python3 with PACKAGEs,
 # installed by uv (seconds; pip takes a minute or more for ironic or
