@@ -74,9 +74,11 @@ if [ ! -x .venv/bin/uv ] || [ "$(.venv/bin/uv --version | awk '{print $2}')" != 
     # uv itself, at its pinned version, is the only package pip resolves.
     timeout 900 .venv/bin/python -m pip install -q "$(pin uv)"
 fi
-# pxefilterd itself, editable, beside its pins; its build back-end (pbr,
-# setuptools) is held to the pins too.
-echo "-e ." | timeout 900 .venv/bin/uv pip sync -q --python .venv/bin/python \
+# pxefilterd itself and harness/ (the test harness, the demo and
+# pxefilterd-bench: development only, never part of "pip install ."),
+# editable, beside the pins; their build back-ends (pbr, setuptools) are
+# held to the pins too.
+printf -- '-e .\n-e ./harness\n' | timeout 900 .venv/bin/uv pip sync -q --python .venv/bin/python \
     --build-constraint pins/dev.txt pins/dev.txt -
 venv_check .venv "the project venv" .venv/bin/uv pip check -q --python .venv/bin/python
 venv_check .venv "pxefilterd" .venv/bin/python -c "import pxefilterd.cmd.daemon, pxefilterd.cmd.ctl"
