@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export PXEFILTERD_IRONIC_VENV=${PXEFILTERD_IRONIC_VENV:-$(pwd)/.venv-ironic}
-exec .venv/bin/python -m pxefilterd.testing.demo "$@"
+exec .venv/bin/python -m pxefilterd_harness.demo "$@"

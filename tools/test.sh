@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 bash tools/setup.sh
 export PXEFILTERD_IRONIC_VENV=${PXEFILTERD_IRONIC_VENV:-$(pwd)/.venv-ironic}
 export PXEFILTERD_KEYSTONE_VENV=${PXEFILTERD_KEYSTONE_VENV:-$(pwd)/.venv-keystone}
+# tox's own build environment (pbr, setuptools for pxefilterd's wheel) has
+# no deps= to hold it to the pins; uv takes them from here.
+UV_CONSTRAINT=$(pwd)/pins/dev.txt
+export UV_CONSTRAINT
 .venv/bin/tox -e pep8,py3,functional,integration "$@"
 # Two benchmark families, so that the benchmark keeps working: numbers
 # printed (and bench-results.json), nothing asserted on time.

@@ -210,7 +210,7 @@ def test_tampering_is_healed(daemon, fake, tamper):
 def test_noop_driver_lives_under_the_shipped_unit(daemon, tmp_path):
     """WatchdogSec=30 and ExecReload=kill -HUP: the noop driver pings the
     watchdog, survives SIGHUP, and exits 0 on SIGTERM."""
-    from pxefilterd.testing.daemon import NotifySocket
+    from pxefilterd_harness.daemon import NotifySocket
     d = daemon(extra='[pxe_filter]\ndriver = noop\n')
     notify = NotifySocket(tmp_path / 'notify.sock')
     try:

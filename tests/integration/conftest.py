@@ -6,8 +6,9 @@ when the machine cannot run it: not root, ``ip``/``dnsmasq``/``dhclient``
 missing, or no ironic venv (``PXEFILTERD_IRONIC_VENV``, default
 ``/opt/ironic-venv``).
 
-The harness lives in :mod:`pxefilterd.testing` so that the demo and the
-benchmark (console scripts) use the very same code as the tests.
+The harness lives in :mod:`pxefilterd_harness` (``harness/``, a
+development-only distribution) so that the demo and the benchmark use the
+very same code as the tests.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from pxefilterd.testing import dhcp_probe, preflight
-from pxefilterd.testing.daemon import PxefilterdRunner
-from pxefilterd.testing.dnsmasq import DnsmasqInstance, HostsDirWriter
-from pxefilterd.testing.ironic import IronicService
-from pxefilterd.testing.netns import DhcpNetwork
+from pxefilterd_harness import dhcp_probe, preflight
+from pxefilterd_harness.daemon import PxefilterdRunner
+from pxefilterd_harness.dnsmasq import DnsmasqInstance, HostsDirWriter
+from pxefilterd_harness.ironic import IronicService
+from pxefilterd_harness.netns import DhcpNetwork
 from tests.integration import verdicts
 
 
@@ -123,7 +124,7 @@ def dnsmasq(dnsmasq_instance):
 def probe(dhcp_network):
     """Callable ``(macs, **kw) -> {mac: Offer}`` probing in ``dhcp_network``.
 
-    Keyword arguments go to :func:`pxefilterd.testing.dhcp_probe.probe`
+    Keyword arguments go to :func:`pxefilterd_harness.dhcp_probe.probe`
     (timeout, retries, rate, stats).
     """
     def run(macs, **kwargs):

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from pxefilterd.testing import dhcp6_probe, ib_probe
-from pxefilterd.testing.daemon import PxefilterdRunner
-from pxefilterd.testing.dhcp6_probe import V6Client
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
+from pxefilterd_harness import dhcp6_probe, ib_probe
+from pxefilterd_harness.daemon import PxefilterdRunner
+from pxefilterd_harness.dhcp6_probe import V6Client
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
 from tests.integration.verdicts import UNKNOWN, eventually, mac
 
 FAST = {'timeout': 0.6, 'retries': 1}

@@ -38,10 +38,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from pxefilterd.testing import dhcp6_probe, dhcp_probe, ib_probe
-from pxefilterd.testing.dhcp6_probe import V6Client
-from pxefilterd.testing.dnsmasq import BOOT_FILE, DnsmasqInstance
-from pxefilterd.testing.netns import RANGE_END, RANGE_START
+from pxefilterd_harness import dhcp6_probe, dhcp_probe, ib_probe
+from pxefilterd_harness.dhcp6_probe import V6Client
+from pxefilterd_harness.dnsmasq import BOOT_FILE, DnsmasqInstance
+from pxefilterd_harness.netns import RANGE_END, RANGE_START
 
 IB_A = ib_probe.ib_client_id("00:02:c9:03:00:0a:0b:01")
 IB_B = ib_probe.ib_client_id("00:02:c9:03:00:0a:0b:02")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
 from tests.integration.verdicts import UNKNOWN, eventually, offered
 
 FEED_ONLY = {'sync_period': 3600}

@@ -83,8 +83,8 @@ def walk(base, path, max_pages=50):
 @pytest.fixture(scope='module')
 def pair(tmp_path_factory):
     """A real ironic and the fake, with the same nodes and ports."""
-    from pxefilterd.testing import preflight
-    from pxefilterd.testing.ironic import IronicService
+    from pxefilterd_harness import preflight
+    from pxefilterd_harness.ironic import IronicService
 
     problem = preflight.ironic_problem()
     if problem:

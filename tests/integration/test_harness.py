@@ -13,10 +13,10 @@ import os
 import subprocess
 
 import pytest
-from pxefilterd.testing import dhcp_probe
-from pxefilterd.testing.dnsmasq import BOOT_FILE, DnsmasqError, DnsmasqInstance
-from pxefilterd.testing.ironic import IronicError
-from pxefilterd.testing.netns import RANGE_END, RANGE_START
+from pxefilterd_harness import dhcp_probe
+from pxefilterd_harness.dnsmasq import BOOT_FILE, DnsmasqError, DnsmasqInstance
+from pxefilterd_harness.ironic import IronicError
+from pxefilterd_harness.netns import RANGE_END, RANGE_START
 
 MAC0 = "52:54:00:00:10:00"   # never written: unknown
 MAC1 = "52:54:00:00:10:01"   # denied

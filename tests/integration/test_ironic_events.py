@@ -21,8 +21,8 @@ import time
 
 
 from pxefilterd import feed
-from pxefilterd.testing.daemon import NotifySocket
-from pxefilterd.testing.proxy import IronicProxy
+from pxefilterd_harness.daemon import NotifySocket
+from pxefilterd_harness.proxy import IronicProxy
 from tests.integration.verdicts import UNKNOWN, eventually, offered
 
 FEED_ONLY = {'sync_period': 3600}

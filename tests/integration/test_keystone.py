@@ -28,9 +28,9 @@ from pathlib import Path
 import pytest
 from oslo_config import cfg
 from pxefilterd import conf as pxf_conf
-from pxefilterd.testing import preflight, tls
-from pxefilterd.testing.ironic import IronicService
-from pxefilterd.testing.keystone import KeystoneService, ironic_auth_conf
+from pxefilterd_harness import preflight, tls
+from pxefilterd_harness.ironic import IronicService
+from pxefilterd_harness.keystone import KeystoneService, ironic_auth_conf
 from tests.integration.verdicts import UNKNOWN, eventually, mac
 
 SERVICE_PROJECT = 'service'

@@ -1,7 +1,7 @@
 """pxefilterd end to end: real ironic, real dnsmasq, real DHCP DISCOVERs.
 
 Every assertion is about what a real dnsmasq answers to a DHCPDISCOVER from
-a chosen MAC (raw probe, see pxefilterd.testing.dhcp_probe), with dnsmasq
+a chosen MAC (raw probe, see pxefilterd_harness.dhcp_probe), with dnsmasq
 started and stopped *by pxefilterd* through pxefilterd-rootwrap.
 """
 
@@ -12,7 +12,7 @@ import signal
 import time
 
 
-from pxefilterd.testing import dhcp_probe
+from pxefilterd_harness import dhcp_probe
 from tests.integration.verdicts import UNKNOWN, eventually, mac, offered
 
 def test_startup_denies_enrolled_and_unknown(enroll, runner_factory, probe):

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from pxefilterd.testing import dhcp_probe, preflight
-from pxefilterd.testing.daemon import PxefilterdRunner
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
-from pxefilterd.testing.netns import DhcpNetwork
+from pxefilterd_harness import dhcp_probe, preflight
+from pxefilterd_harness.daemon import PxefilterdRunner
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
+from pxefilterd_harness.netns import DhcpNetwork
 from tests.integration.verdicts import UNKNOWN, eventually, mac
 
 

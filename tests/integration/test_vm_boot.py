@@ -3,7 +3,7 @@
 The DHCP clients here are qemu VMs (TCG): SeaBIOS with the iPXE option ROM
 of a virtio NIC, UEFI (OVMF) with the iPXE EFI ROM, or UEFI with EDK2's own
 PXE client chain-loading ipxe.efi, each with a chosen MAC, on a bridge in
-the server namespace (:class:`pxefilterd.testing.vm.VmNetwork`).  dnsmasq
+the server namespace (:class:`pxefilterd_harness.vm.VmNetwork`).  dnsmasq
 (started by pxefilterd) serves them an iPXE script by TFTP that prints a
 marker with the NIC's MAC and reboots; qemu then exits.
 
@@ -26,8 +26,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from pxefilterd.testing import vm
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
+from pxefilterd_harness import vm
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
 from tests.integration.verdicts import UNKNOWN
 
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from pxefilterd.testing.dnsmasq import BOOT_FILE
+from pxefilterd_harness.dnsmasq import BOOT_FILE
 
 UNKNOWN = '52:54:00:ee:ee:01'
 

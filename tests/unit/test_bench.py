@@ -11,16 +11,16 @@ import time
 import pytest
 
 from pxefilterd import policy
-from pxefilterd.bench import api
-from pxefilterd.bench import baseline
-from pxefilterd.bench import cli
-from pxefilterd.bench import counters
-from pxefilterd.bench import dnsmasq_bench
-from pxefilterd.bench import env
-from pxefilterd.bench import local
-from pxefilterd.bench import prober
-from pxefilterd.bench import report
-from pxefilterd.bench import stats
+from pxefilterd_bench import api
+from pxefilterd_bench import baseline
+from pxefilterd_bench import cli
+from pxefilterd_bench import counters
+from pxefilterd_bench import dnsmasq_bench
+from pxefilterd_bench import env
+from pxefilterd_bench import local
+from pxefilterd_bench import prober
+from pxefilterd_bench import report
+from pxefilterd_bench import stats
 
 M1, M2, M3 = '52:54:00:00:00:01', '52:54:00:00:00:02', '52:54:00:00:00:03'
 
@@ -342,7 +342,7 @@ def test_spread_keeps_first_and_last():
 
 
 def test_daemon_write_times_from_the_log():
-    from pxefilterd.bench import latency
+    from pxefilterd_bench import latency
     log = ('2026-11-23 10:00:00.100 12 INFO pxefilterd.service [-] Ready: x\n'
            '2026-11-23 10:00:01.250 12 INFO pxefilterd.service [-] Wrote 3 '
            'file(s): 2 allowed\n'
@@ -358,7 +358,7 @@ def test_daemon_write_times_from_the_log():
 
 
 def test_decision_times_from_the_decision_log():
-    from pxefilterd.bench import events
+    from pxefilterd_bench import events
     log = (
         '2026-12-02 10:00:00.100 1 INFO pxefilterd.decision [-] MAC '
         '52:54:00:00:00:01: deny -> allow: port of node x in inspect wait '
@@ -376,8 +376,8 @@ def test_decision_times_from_the_decision_log():
 
 
 def test_window_cost_per_minute_by_kind():
-    from pxefilterd.bench import events
-    from pxefilterd.testing.proxy import Record
+    from pxefilterd_bench import events
+    from pxefilterd_harness.proxy import Record
     records = [Record('GET /v1/nodes?provision_state=inspect+wait HTTP/1.1',
                       0, 0.01, 200)] * 30 + [
         Record('GET /v1/ports?sort_key=id&sort_dir=desc HTTP/1.1', 0, 0.02,

@@ -1,5 +1,6 @@
 """Shipped operator files: systemd units, tmpfiles, dnsmasq and pxefilterd
-example configs, the generated sample, the devstack plugin.
+example configs, the generated sample, the devstack plugin; what the runtime
+wheel holds (no test harness, no benchmark).
 
 Tools that may be missing (systemd-analyze, shellcheck, dnsmasq,
 oslo-config-generator) make their test skip with the reason.
@@ -12,6 +13,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tomllib
 
 from oslo_config import cfg
 import pytest
@@ -328,3 +330,101 @@ def test_license_is_an_spdx_expression_not_a_classifier():
     setup_cfg = (REPO / 'setup.cfg').read_text()
     assert 'license_expression = Apache-2.0\n' in setup_cfg
     assert 'License ::' not in setup_cfg
+
+
+# -- what "pip install ." installs --------------------------------------------
+
+#: Top-level names of the development-only distribution in harness/.
+HARNESS_PACKAGES = ('pxefilterd_harness', 'pxefilterd_bench')
+
+
+def _copy_source(dest):
+    """Copy the source tree without git, venvs and build leftovers, so that
+    the build below cannot write into the checkout."""
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+        '.git', '.venv*', '.tox', '__pycache__', '*.egg-info', 'build',
+        'dist', '.ruff_cache', '.hypothesis', '.pytest_cache',
+        'bench-results*.json'))
+
+
+@pytest.fixture(scope='module')
+def runtime_install(tmp_path_factory):
+    """What "pip install ." installs, built offline from a copy of the source
+    tree with the setuptools and pbr of this environment.
+
+    A wheel of this project is the tree build_py makes (pure Python, no
+    scripts of its own) plus the metadata egg_info writes; those two
+    commands are run instead of bdist_wheel, which setuptools before 70.1
+    lacks unless the wheel package is installed.
+
+    Returns (file names relative to site-packages, entry_points.txt text).
+    """
+    for module in ('setuptools', 'pbr'):
+        pytest.importorskip(module)
+    src = tmp_path_factory.mktemp('src') / 'pxefilterd'
+    _copy_source(src)
+    lib = tmp_path_factory.mktemp('lib')
+    meta = tmp_path_factory.mktemp('meta')
+    # No .git in the copy: pbr takes the version from PBR_VERSION and
+    # skips AUTHORS and ChangeLog.
+    env = dict(os.environ, PBR_VERSION='0.0.0', SKIP_GENERATE_AUTHORS='1',
+               SKIP_WRITE_GIT_CHANGELOG='1', SKIP_GIT_SDIST='1')
+    proc = subprocess.run(
+        [sys.executable, 'setup.py', '-q', 'build_py', '--build-lib',
+         str(lib), 'egg_info', '--egg-base', str(meta)],
+        cwd=src, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    names = sorted(str(p.relative_to(lib)) for p in lib.rglob('*')
+                   if p.is_file())
+    entry_points = list(meta.glob('*.egg-info/entry_points.txt'))
+    assert len(entry_points) == 1, list(meta.rglob('*'))
+    return names, entry_points[0].read_text()
+
+
+def test_runtime_install_holds_the_daemon(runtime_install):
+    names, entry_points = runtime_install
+    for path in ('pxefilterd/policy.py', 'pxefilterd/service.py',
+                 'pxefilterd/cmd/daemon.py', 'pxefilterd/conf/__init__.py'):
+        assert path in names, path
+    assert 'pxefilterd = pxefilterd.cmd.daemon:main' in entry_points
+    assert 'pxefilterd-ctl = pxefilterd.cmd.ctl:main' in entry_points
+
+
+def test_runtime_install_has_no_harness_and_no_benchmark(runtime_install):
+    names, entry_points = runtime_install
+    modules = [n for n in names if n.endswith('.py')]
+    assert not [n for n in modules
+                if n.startswith(('pxefilterd/testing/', 'pxefilterd/bench/',
+                                 'tests/', 'harness/')
+                                + tuple(p + '/' for p in HARNESS_PACKAGES))]
+    assert {n.split('/')[0] for n in modules} == {'pxefilterd'}
+    assert 'pxefilterd-bench' not in entry_points
+    assert 'bench' not in entry_points and 'testing' not in entry_points
+    assert 'pxefilterd-bench' not in (REPO / 'setup.cfg').read_text()
+
+
+def test_harness_distribution_provides_what_the_runtime_does_not():
+    """harness/ is the other half: its packages and pxefilterd-bench."""
+    project = tomllib.loads((REPO / 'harness' / 'pyproject.toml').read_text())
+    assert tuple(project['tool']['setuptools']['packages']) == (
+        HARNESS_PACKAGES)
+    assert project['project']['scripts'] == {
+        'pxefilterd-bench': 'pxefilterd_bench.cli:main'}
+    # pxefilterd is not declared: a resolver would fetch it from the index
+    # instead of using the checkout installed beside it
+    assert not project['project'].get('dependencies')
+    for package in HARNESS_PACKAGES:
+        assert (REPO / 'harness' / package / '__init__.py').is_file()
+    tox = (REPO / 'tox.ini').read_text()
+    assert '-e{toxinidir}/harness' in tox
+    assert 'ruff check pxefilterd harness tests tools' in tox
+
+
+def test_runtime_package_imports_nothing_from_the_harness():
+    offenders = []
+    for path in (REPO / 'pxefilterd').rglob('*.py'):
+        text = path.read_text()
+        if any(name in text for name in HARNESS_PACKAGES + (
+                'pxefilterd.testing', 'pxefilterd.bench')):
+            offenders.append(str(path.relative_to(REPO)))
+    assert not offenders

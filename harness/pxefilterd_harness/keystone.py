@@ -15,13 +15,13 @@ repositories, the small WSGI server script and ``keystone.log``.  It
   :attr:`KeystoneService.region`);
 - serves keystone's WSGI application with a threaded :mod:`wsgiref` server
   run by the keystone venv's python as a child process, over plain HTTP or,
-  given a certificate and key (see :mod:`pxefilterd.testing.tls`), over TLS;
+  given a certificate and key (see :mod:`pxefilterd_harness.tls`), over TLS;
   it is stopped by PID;
 - drives the identity API with plain :mod:`urllib` as the bootstrap admin
   (system-scoped token): services, endpoints, projects, users, roles.
 
 :func:`ironic_auth_conf` returns the ironic configuration that puts an
-:class:`~pxefilterd.testing.ironic.IronicService` behind this keystone
+:class:`~pxefilterd_harness.ironic.IronicService` behind this keystone
 (``auth_strategy = keystone``, keystonemiddleware, optionally TLS).
 
 Keystone runs from the virtualenv given by ``PXEFILTERD_KEYSTONE_VENV``
@@ -159,7 +159,7 @@ class KeystoneService:
     """One keystone process with its own conf, DB, keys, port and log.
 
     Construction writes the conf and reserves the port; it runs nothing.
-    *tls* (from :func:`pxefilterd.testing.tls.make_ca`) makes it serve HTTPS
+    *tls* (from :func:`pxefilterd_harness.tls.make_ca`) makes it serve HTTPS
     with that certificate; the harness's own requests then trust
     ``tls.ca_cert`` only.  *admin_password* is the bootstrap admin's.
     *extra_conf* is appended verbatim to ``keystone.conf``.

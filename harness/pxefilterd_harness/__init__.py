@@ -1,5 +1,8 @@
 """Integration-test harness for pxefilterd: real ironic, dnsmasq and DHCP.
 
+Development only: part of the ``pxefilterd-harness`` distribution in the
+repository's ``harness/`` directory, never of the runtime package.
+
 The modules here are plain Python (no pytest import) so that they can be used
 from pytest fixtures and from ad-hoc demo or benchmark scripts alike:
 

@@ -24,8 +24,8 @@ import sys
 import time
 import traceback
 
-from pxefilterd.bench import env
-from pxefilterd.bench import report as report_mod
+from pxefilterd_bench import env
+from pxefilterd_bench import report as report_mod
 
 FAMILIES = ('local', 'api', 'start', 'latency', 'bursts', 'cost', 'bigflip',
             'memory', 'events', 'load', 'boot')
@@ -193,7 +193,7 @@ def _meta(plan, argv):
         'loadavg_start': _loadavg(),
     }
     try:
-        from pxefilterd.bench.dnsmasq_bench import inotify_queue
+        from pxefilterd_bench.dnsmasq_bench import inotify_queue
         meta['inotify_max_queued_events'] = inotify_queue()
         out = subprocess.run(['/usr/sbin/dnsmasq', '--version'],
                              capture_output=True, text=True, timeout=10)
@@ -264,7 +264,7 @@ class Runner:
             self.report.write_json(self.json_path)
 
     def _problem(self, scenario, needs):
-        from pxefilterd.testing import preflight
+        from pxefilterd_harness import preflight
         problems = []
         if 'dhcp' in needs:
             problems.append(preflight.dhcp_problem())
@@ -278,7 +278,7 @@ class Runner:
     # -- families -----------------------------------------------------------
 
     def local(self):
-        from pxefilterd.bench import local
+        from pxefilterd_bench import local
         for size in self.plan['sizes']:
             path = self.root / ('local-%d' % size)
             path.mkdir(mode=0o755)
@@ -287,7 +287,7 @@ class Runner:
                       self.plan['local_reps'])
 
     def api(self):
-        from pxefilterd.bench import api
+        from pxefilterd_bench import api
         if self._problem(api.SCENARIO_LIST, ('ironic',)):
             return
         for size in self.plan['sizes']:
@@ -295,7 +295,7 @@ class Runner:
                       self._api_size, size)
 
     def _api_size(self, size):
-        from pxefilterd.bench import api
+        from pxefilterd_bench import api
         with self.fixtures.started(size) as (svc, _):
             runs = api.measure_listing(svc, size, self.plan['api_reps'])
             self.report.detail('api-listing-%d' % size, runs)
@@ -305,7 +305,7 @@ class Runner:
                           api.measure_cost, self.report, svc, size, runs)
 
     def start(self):
-        from pxefilterd.bench import dnsmasq_bench as dm
+        from pxefilterd_bench import dnsmasq_bench as dm
         if self._problem(dm.SCENARIO_START, ('dhcp',)):
             return
         for size in self.plan['start_sizes']:
@@ -316,7 +316,7 @@ class Runner:
                           layout, probe_sample=self.plan['start_sample'])
 
     def latency(self):
-        from pxefilterd.bench import latency
+        from pxefilterd_bench import latency
         if self._problem(latency.SCENARIO_LATENCY, ('dhcp', 'ironic')):
             return
         for size, count in self.plan['latency_cases']:
@@ -326,7 +326,7 @@ class Runner:
             self.save()
 
     def bursts(self):
-        from pxefilterd.bench import dnsmasq_bench as dm
+        from pxefilterd_bench import dnsmasq_bench as dm
         if self._problem(dm.SCENARIO_BURST, ('dhcp',)):
             return
         for n in self.plan['burst_n']:
@@ -342,7 +342,7 @@ class Runner:
             self.save()
 
     def cost(self):
-        from pxefilterd.bench import dnsmasq_bench as dm
+        from pxefilterd_bench import dnsmasq_bench as dm
         if self._problem(dm.SCENARIO_COST, ('dhcp',)):
             return
         for n, layout in self.plan['cost_sizes']:
@@ -355,7 +355,7 @@ class Runner:
             self.save()
 
     def bigflip(self):
-        from pxefilterd.bench import dnsmasq_bench as dm
+        from pxefilterd_bench import dnsmasq_bench as dm
         if not self.plan['bigflip_sizes']:
             return
         if self._problem(dm.SCENARIO_BURST, ('dhcp',)):
@@ -368,7 +368,7 @@ class Runner:
                 self.save()
 
     def memory(self):
-        from pxefilterd.bench import latency
+        from pxefilterd_bench import latency
         if self._problem(latency.SCENARIO_MEMORY, ('dhcp', 'ironic')):
             return
         for size in self.plan['memory_sizes']:
@@ -380,7 +380,7 @@ class Runner:
             self.save()
 
     def events(self):
-        from pxefilterd.bench import events
+        from pxefilterd_bench import events
         if self._problem(events.SCENARIO_EVENTS, ('dhcp', 'ironic')):
             return
         for size, count in self.plan['events_cases']:
@@ -389,7 +389,7 @@ class Runner:
                       self.fixtures, count, self.plan['events_batches'])
 
     def load(self):
-        from pxefilterd.bench import events
+        from pxefilterd_bench import events
         if self._problem(events.SCENARIO_LOAD, ('dhcp', 'ironic')):
             return
         for size in self.plan['load_sizes']:
@@ -398,8 +398,8 @@ class Runner:
                       self.fixtures, self.plan['load_window'])
 
     def boot(self):
-        from pxefilterd.bench import boot
-        from pxefilterd.testing import vm
+        from pxefilterd_bench import boot
+        from pxefilterd_harness import vm
         if self._problem(boot.SCENARIO_BOOT, ('dhcp', 'ironic')):
             return
         for firmware, size, count, denied in self.plan['boot_cases']:
@@ -413,7 +413,7 @@ class Runner:
             self.save()
 
     def recommendation(self):
-        from pxefilterd.bench import dnsmasq_bench as dm
+        from pxefilterd_bench import dnsmasq_bench as dm
         if not (self.burst_results or self.cost_results):
             return
         rec = dm.recommend(self.burst_results + self.cost_results,

@@ -1,7 +1,7 @@
 """Scenario 10: real PXE firmware.  qemu VMs (TCG) with SeaBIOS or UEFI
 (OVMF) and the iPXE ROM of a virtio NIC boot from the real dnsmasq that the
 real pxefilterd filters for a real ironic (a bulk-loaded fixture; each VM
-has the MAC of one of its ports).  See :mod:`pxefilterd.testing.vm`.
+has the MAC of one of its ports).  See :mod:`pxefilterd_harness.vm`.
 
 For each of ``count`` nodes:
 
@@ -25,8 +25,8 @@ VMs run one at a time, so the figures are not disturbed by each other.
 import random
 import time
 
-from pxefilterd.bench import env
-from pxefilterd.bench import stats
+from pxefilterd_bench import env
+from pxefilterd_bench import stats
 
 SCENARIO_BOOT = '10 real firmware boots (qemu, iPXE, real daemon)'
 #: Time from the inspect call to the boot marker: the BIOS firmware itself
@@ -35,7 +35,7 @@ BOOT_TARGETS = {'bios': ('<=', 4.0), 'uefi': ('<=', 12.0)}
 
 
 def _vm(e, mac, root, firmware):
-    from pxefilterd.testing import vm
+    from pxefilterd_harness import vm
     return vm.Vm(e.net, e.dm, mac, root / ('vm-%s' % mac.replace(':', '')),
                  firmware=firmware)
 
@@ -90,7 +90,7 @@ def denied_boot(ironic_svc, e, node, mac, workdir, firmware):
 def run_boot(report, size, root, fixtures, firmware, count, denied):
     """Boot ``count`` VMs after ``inspect``, ``denied`` of them again after
     ``abort``; add the rows to ``report``."""
-    from pxefilterd.testing.daemon import PxefilterdRunner
+    from pxefilterd_harness.daemon import PxefilterdRunner
     label = '%s, %s ports, %d boots' % (firmware.upper(),
                                         env.fmt_size(size), count)
     results, refusals = [], []

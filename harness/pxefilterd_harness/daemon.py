@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
 
 
 class DaemonError(RuntimeError):

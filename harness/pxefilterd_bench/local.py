@@ -21,10 +21,10 @@ import shutil
 
 from pxefilterd import hostsdir
 from pxefilterd import policy
-from pxefilterd.bench import baseline as baseline_mod
-from pxefilterd.bench import counters
-from pxefilterd.bench import env
-from pxefilterd.bench import stats
+from pxefilterd_bench import baseline as baseline_mod
+from pxefilterd_bench import counters
+from pxefilterd_bench import env
+from pxefilterd_bench import stats
 
 SCENARIO = '1 hostsdir: pxefilterd vs inspector-like baseline'
 NOOP_RUNS = 3

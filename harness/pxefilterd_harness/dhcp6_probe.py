@@ -62,7 +62,7 @@ import uuid as uuid_mod
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from pxefilterd.testing.dhcp_probe import (
+from pxefilterd_harness.dhcp_probe import (
     PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET, ProbeError,
     _checksum, normalize_mac, output_lines)
 
@@ -407,7 +407,7 @@ def probe(network: DhcpNetwork, clients: list[V6Client], *,
                       "server_addr": SERVER_ADDRESS6,
                       "link_address": RELAY_ADDRESS6} if relay else None}
     argv = network.client_argv([python or sys.executable, "-I", "-m",
-                                "pxefilterd.testing.dhcp6_probe"])
+                                "pxefilterd_harness.dhcp6_probe"])
     # dnsmasq spends up to 0.5 s per SOLICIT whose MAC it cannot learn.
     budget = (1 + retries) * (timeout + 0.6 * len(clients)) + 30
     try:

@@ -7,7 +7,7 @@ filter: qemu VMs with SeaBIOS and the iPXE ROM (the inspected node's VM
 boots the test script, another node's VM is ignored).  Everything it
 starts is stopped and removed at the end, also on failure or Ctrl-C.
 
-Run as root: ``python -m pxefilterd.testing.demo`` (``tools/demo.sh``
+Run as root: ``python -m pxefilterd_harness.demo`` (``tools/demo.sh``
 installs what it needs first).
 """
 
@@ -21,13 +21,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pxefilterd.testing import dhcp_probe
-from pxefilterd.testing import preflight
-from pxefilterd.testing import vm
-from pxefilterd.testing.daemon import PxefilterdRunner
-from pxefilterd.testing.dnsmasq import DnsmasqInstance
-from pxefilterd.testing.ironic import IronicService
-from pxefilterd.testing.netns import DhcpNetwork
+from pxefilterd_harness import dhcp_probe
+from pxefilterd_harness import preflight
+from pxefilterd_harness import vm
+from pxefilterd_harness.daemon import PxefilterdRunner
+from pxefilterd_harness.dnsmasq import DnsmasqInstance
+from pxefilterd_harness.ironic import IronicService
+from pxefilterd_harness.netns import DhcpNetwork
 
 NODES = {'node-1': '52:54:00:00:01:10', 'node-2': '52:54:00:00:02:10',
          'node-3': '52:54:00:00:03:10'}

@@ -28,8 +28,8 @@ import urllib.request
 
 from pxefilterd import ironic as ironic_mod
 from pxefilterd import policy
-from pxefilterd.bench import env
-from pxefilterd.bench import stats
+from pxefilterd_bench import env
+from pxefilterd_bench import stats
 
 SCENARIO_LIST = '2 full port listing against a real ironic'
 SCENARIO_COST = '3 ironic API cost per minute'

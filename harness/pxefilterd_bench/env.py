@@ -86,7 +86,7 @@ class IronicFixtures:
 
     def template(self, size):
         """Return ``(db_path, BulkLoad)`` of the template for ``size``."""
-        from pxefilterd.testing.ironic import IronicService
+        from pxefilterd_harness.ironic import IronicService
         if size not in self._templates:
             nodes = max(1, size // PORTS_PER_NODE)
             progress('ironic fixture: bulk-loading %d nodes, %d ports',
@@ -111,7 +111,7 @@ class IronicFixtures:
     def started(self, size, **kwargs):
         """Yield ``(IronicService, BulkLoad)``: a running ironic on a copy of
         the template database; stopped and removed afterwards."""
-        from pxefilterd.testing.ironic import IronicService
+        from pxefilterd_harness.ironic import IronicService
         db, load = self.template(size)
         wd = self.root / ('ironic-%d-%d' % (size, next(self._count)))
         svc = IronicService(wd, **kwargs)
@@ -147,16 +147,16 @@ class DhcpEnv:
     :param base_file: also give dnsmasq a ``--dhcp-hostsfile`` (the
         "base hosts file" layout) and the store its ``base_path``.
     :param log_dhcp: keep dnsmasq's ``log-dhcp`` (and no ``quiet-dhcp``).
-    :param vms: a :class:`~pxefilterd.testing.vm.VmNetwork` (a bridge for
+    :param vms: a :class:`~pxefilterd_harness.vm.VmNetwork` (a bridge for
         qemu VMs) and dnsmasq's options to boot real firmware.
     """
 
     def __init__(self, root, name, base_file=False, log_dhcp=False,
                  vms=False):
         from pxefilterd import hostsdir
-        from pxefilterd.testing.dnsmasq import DnsmasqInstance
-        from pxefilterd.testing.netns import DhcpNetwork
-        from pxefilterd.testing import vm
+        from pxefilterd_harness.dnsmasq import DnsmasqInstance
+        from pxefilterd_harness.netns import DhcpNetwork
+        from pxefilterd_harness import vm
         self.root = pathlib.Path(root) / name
         self.root.mkdir(mode=0o755)
         os.chmod(self.root, 0o755)
@@ -251,7 +251,7 @@ class LogCounter:
 
 def rss_mb(pid):
     """Return ``(VmRSS, VmHWM)`` of ``pid`` in MB."""
-    from pxefilterd.bench.counters import proc_status_kb
+    from pxefilterd_bench.counters import proc_status_kb
     kb = proc_status_kb(pid)
     return kb.get('VmRSS', 0) / 1024.0, kb.get('VmHWM', 0) / 1024.0
 
@@ -259,7 +259,7 @@ def rss_mb(pid):
 def wait_idle(pid, quiet=0.5, cap=900.0):
     """Wait until ``pid`` used (almost) no CPU for ``quiet`` seconds;
     return the seconds waited."""
-    from pxefilterd.bench.counters import proc_cpu_seconds
+    from pxefilterd_bench.counters import proc_cpu_seconds
     t0 = time.monotonic()
     last = proc_cpu_seconds(pid)
     while time.monotonic() - t0 < cap:

@@ -11,7 +11,7 @@ knows there is no IPv6 here and goes on.
 
 Run it inside the namespace that owns the interface (it exits on SIGTERM)::
 
-    ip netns exec NS python -m pxefilterd.testing.ra --interface br-pxe
+    ip netns exec NS python -m pxefilterd_harness.ra --interface br-pxe
 
 It prints one ``ready <interface> <link-local address>`` line on stdout
 once it can answer (the interface's link-local address is usable), then
@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 
-from pxefilterd.testing import procs
+from pxefilterd_harness import procs
 
 ROUTER_SOLICITATION = 133
 ROUTER_ADVERTISEMENT = 134
@@ -183,7 +183,7 @@ class RaResponder:
     def __init__(self, argv_prefix: list[str], interface: str,
                  log_path: str | os.PathLike[str] | None = None):
         self.argv = [*argv_prefix, sys.executable, "-m",
-                     "pxefilterd.testing.ra", "--interface", interface]
+                     "pxefilterd_harness.ra", "--interface", interface]
         if log_path is not None:
             self.argv += ["--log", str(log_path)]
         self.log_path = log_path

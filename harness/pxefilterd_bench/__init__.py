@@ -1,5 +1,8 @@
 """pxefilterd-bench: performance figures for pxefilterd on real services.
 
+Development only: part of the ``pxefilterd-harness`` distribution in the
+repository's ``harness/`` directory, never of the runtime package.
+
 Scenario families (one module each):
 
 - :mod:`.local`         -- hostsdir costs, pxefilterd vs an inspector-like

@@ -32,7 +32,7 @@ second, full listing every 900 s) against a real ironic and a real dnsmasq.
    listing: the full listing finds them (``sync_period``); not timed here.
 
 9. **ironic server time per minute.**  The daemon talks to ironic through
-   :class:`pxefilterd.testing.proxy.IronicProxy`, which times every request
+   :class:`pxefilterd_harness.proxy.IronicProxy`, which times every request
    (request sent -> last byte of the answer).  Idle (no node inspected), and
    with 20 nodes inspected, over ``window`` seconds; the first full
    listing's time is spread over the time to the next one
@@ -51,12 +51,12 @@ import time
 import urllib.parse
 
 from pxefilterd import feed
-from pxefilterd.bench import api as api_bench
-from pxefilterd.bench import env
-from pxefilterd.bench import latency as latency_bench
-from pxefilterd.bench import stats
-from pxefilterd.bench.prober import Prober
-from pxefilterd.testing import dhcp_probe
+from pxefilterd_bench import api as api_bench
+from pxefilterd_bench import env
+from pxefilterd_bench import latency as latency_bench
+from pxefilterd_bench import stats
+from pxefilterd_bench.prober import Prober
+from pxefilterd_harness import dhcp_probe
 
 SCENARIO_EVENTS = '8 ironic events: change -> DHCP agrees'
 SCENARIO_LOAD = '9 ironic server time per minute (steady state)'
@@ -287,7 +287,7 @@ def inspection_times(ironic_svc, nodes):
 
 def run_events(report, size, root, fixtures, count, batch_sizes=(20, 1200)):
     import random
-    from pxefilterd.testing.daemon import PxefilterdRunner
+    from pxefilterd_harness.daemon import PxefilterdRunner
     interval = 0.02 if size < 50000 else 0.1
     label = '%s ports' % env.fmt_size(size)
     with fixtures.started(size) as (ironic_svc, load), \
@@ -377,8 +377,8 @@ def window_cost(records, seconds):
 
 
 def run_load(report, size, root, fixtures, window=60.0, inspected=20):
-    from pxefilterd.testing.daemon import PxefilterdRunner
-    from pxefilterd.testing.proxy import IronicProxy
+    from pxefilterd_harness.daemon import PxefilterdRunner
+    from pxefilterd_harness.proxy import IronicProxy
     label = '%s ports' % env.fmt_size(size)
     result = {}
     with fixtures.started(size) as (ironic_svc, load), \

@@ -21,7 +21,7 @@ sent, so no lease is ever taken.
 
 Script usage, inside the client namespace (JSON on stdout)::
 
-    ip netns exec CLI python3 -I -m pxefilterd.testing.ib_probe \\
+    ip netns exec CLI python3 -I -m pxefilterd_harness.ib_probe \\
         --iface veth-cli --client-id ff:00:...:c9:00:00:02:c9:03:00:0a:0b:0c \\
         --json
 
@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pxefilterd.testing.dhcp_probe import (
+from pxefilterd_harness.dhcp_probe import (
     DHCPDISCOVER, DHCPOFFER, ETH_P_IP, MAGIC_COOKIE, PACKET_OUTGOING,
     PARAMETER_REQUEST_LIST, PXE_VENDOR_CLASS, ProbeError, _checksum,
     _open_socket, parse_reply)
@@ -238,7 +238,7 @@ def probe(network: DhcpNetwork, client_ids: list[str] | tuple[str, ...], *,
     if not norm:
         return {}
     argv = network.client_argv([
-        python or sys.executable, "-I", "-m", "pxefilterd.testing.ib_probe",
+        python or sys.executable, "-I", "-m", "pxefilterd_harness.ib_probe",
         "--iface", network.client_iface, "--timeout", str(timeout),
         "--retries", str(retries), "--htype", str(htype),
         "--hlen", str(hlen), "--chaddr", chaddr, "--json",

@@ -24,10 +24,10 @@ import socket
 import time
 import urllib.request
 
-from pxefilterd.bench import counters
-from pxefilterd.bench import env
-from pxefilterd.bench import stats
-from pxefilterd.bench.prober import Prober
+from pxefilterd_bench import counters
+from pxefilterd_bench import env
+from pxefilterd_bench import stats
+from pxefilterd_bench.prober import Prober
 
 SCENARIO_LATENCY = '5 allow/deny latency (real daemon, ironic, dnsmasq)'
 SCENARIO_MEMORY = '7 daemon memory'
@@ -36,7 +36,7 @@ MEMORY_TARGET = ('<=', 100.0)
 
 
 def _runner(root, name, ironic_svc, dm, options=None):
-    from pxefilterd.testing.daemon import PxefilterdRunner
+    from pxefilterd_harness.daemon import PxefilterdRunner
     return PxefilterdRunner(root / name, ironic_svc.url, dm, options=options)
 
 

@@ -27,10 +27,10 @@ from pxefilterd import macs as macs_mod
 from pxefilterd import policy
 from pxefilterd import service
 from pxefilterd import writer as writer_mod
-from pxefilterd.bench import env
-from pxefilterd.bench.counters import proc_cpu_seconds
-from pxefilterd.bench.prober import Prober
-from pxefilterd.testing import dhcp_probe
+from pxefilterd_bench import env
+from pxefilterd_bench.counters import proc_cpu_seconds
+from pxefilterd_bench.prober import Prober
+from pxefilterd_harness import dhcp_probe
 
 ALLOW, DENY = policy.Action.ALLOW, policy.Action.DENY
 SCENARIO_START = '4 dnsmasq cold start and SIGHUP'

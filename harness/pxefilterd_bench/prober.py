@@ -2,7 +2,7 @@
 answer changes.
 
 Run inside the client namespace (``ip netns exec``) as
-``python -I -m pxefilterd.bench.prober --iface IF``.  It opens its
+``python -I -m pxefilterd_bench.prober --iface IF``.  It opens its
 AF_PACKET socket, prints ``READY``, then for each ``GO <until> <mac>`` line
 on stdin (the caller takes its t0 with the socket already open) sends a
 DISCOVER for that MAC (fresh xid each) every ``--interval`` seconds and
@@ -18,7 +18,7 @@ prints one JSON line when done:
 After ``--max-seconds`` it gives up: ``{"timeout": true, ...}``.
 
 :class:`Prober` runs it from the benchmark.  Frames are built and parsed by
-:mod:`pxefilterd.testing.dhcp_probe` (standard library only).
+:mod:`pxefilterd_harness.dhcp_probe` (standard library only).
 """
 
 import argparse
@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from pxefilterd.testing import dhcp_probe
+from pxefilterd_harness import dhcp_probe
 
 SO_RCVBUFFORCE = 33
 
@@ -206,7 +206,7 @@ class Prober:
                  max_seconds=60.0, start_timeout=15.0):
         self.max_seconds = max_seconds
         argv = network.client_argv([
-            sys.executable, '-I', '-m', 'pxefilterd.bench.prober',
+            sys.executable, '-I', '-m', 'pxefilterd_bench.prober',
             '--iface', network.client_iface,
             '--interval', str(interval), '--timeout', str(timeout),
             '--confirm', str(confirm), '--max-seconds', str(max_seconds)])
