@@ -23,6 +23,8 @@ import fcntl
 import json
 import logging
 import os
+import pwd
+import stat
 import sys
 import time
 
@@ -160,21 +162,36 @@ def current_view(store):
     return dict(store.current()), sorted(foreign + special), base
 
 
+_NO_LOCK = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
+
+
 def lock_holder(store):
     """Tell whether a process holds the hostsdir lock, without taking it.
 
     Tries a non-blocking *shared* flock on ``<staging>/lock`` (released at
-    once).  Returns None when nobody holds it (or the lock file does not
-    exist), else a dict
+    once; a symlink is never followed).  Returns None when nobody holds it
+    (or the lock file does not exist), else a dict
     ``{'pid': int or None, 'alive': bool or None}`` with the pid written
     in the file by the holder.  ``alive`` False means that daemon is gone
     and its guard still holds the lock while it stops dnsmasq.
     """
-    lock_path = os.path.join(store.staging, hostsdir.LOCK_FILE)
+    # A symlink (as the staging directory or the lock file) is no lock:
+    # the daemon refuses it too.
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
+        staging = hostsdir.open_dir(store.staging)
+    except OSError as exc:
+        if exc.errno in _NO_LOCK:
+            return None
+        raise
+    try:
+        fd = os.open(hostsdir.LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=staging)
+    except OSError as exc:
+        if exc.errno in _NO_LOCK:
+            return None
+        raise
+    finally:
+        os.close(staging)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -335,7 +352,9 @@ def cmd_explain(conf, out):
                 'asked (%s)' % (why_not, exc)
             result = explain_mod.answer(key, None, {})
         result['source'] = source
-    explain_mod.add_disk(result, _store(conf), result['key'])
+    # (the files read are named after the key normalised here, never
+    # after anything in the answer)
+    explain_mod.add_disk(result, _store(conf), key)
     if conf.command.format == 'json':
         json.dump(result, out, indent=2, sort_keys=True)
         out.write('\n')
@@ -405,6 +424,10 @@ def cmd_sync(conf, out):
     store = _store(conf)
     if conf.command.dry_run:
         return _dry_run(conf, store, out)
+    problem = _not_ours(store)
+    if problem:
+        sys.stderr.write('pxefilterd-ctl: refusing to write: %s\n' % problem)
+        return EXIT_FAILURE
     try:
         store.lock(wait=0)
     except hostsdir.HostsDirLocked:
@@ -484,6 +507,98 @@ def _dry_run(conf, store, out):
     return EXIT_OK
 
 
+def _not_ours(store):
+    """Why the hostsdir or its staging directory must not be written by
+    this process (a symlink, or another user's), or None."""
+    for path in (store.path, store.staging):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue        # (the lock says: missing, or creates it)
+        if stat.S_ISLNK(st.st_mode):
+            return '%s is a symlink' % path
+        if st.st_uid != os.geteuid():
+            return ('%s belongs to uid %d, not to this user (uid %d): run '
+                    "pxefilterd-ctl as the daemon's user"
+                    % (path, st.st_uid, os.geteuid()))
+    return None
+
+
+# -- running as root: become the daemon's user --------------------------------
+
+class UserError(Exception):
+    """Which user to run as cannot be told safely."""
+
+
+def path_owner(path):
+    """Return ``(uid, gid)`` of the first entry on the way to ``path``,
+    from ``/`` down, that belongs to a user other than root; ``(0, 0)``
+    when root owns the whole way (or as far as it exists).
+
+    That user can rename or replace everything below it, links included:
+    whatever is done at ``path`` may be done as that user and no other.
+    The entries are looked at with ``lstat`` (a link is judged by its own
+    owner, then followed only as root's).
+    """
+    current = os.sep
+    for part in os.path.abspath(path).split(os.sep)[1:]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except OSError:
+            break
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+    return 0, 0
+
+
+def daemon_paths(conf):
+    """The paths of the daemon's own directories and files that
+    pxefilterd-ctl reads or writes."""
+    store = _store(conf)
+    return [p for p in (store.path, store.staging, store.base_path,
+                        conf.control_socket) if p]
+
+
+def become_daemon_user(conf):
+    """Run as the user the daemon's directories belong to, when run as
+    root; return that uid (None: nothing changed).
+
+    The user is :func:`path_owner` of every path of :func:`daemon_paths`:
+    none but root (the daemon runs as root) changes nothing.  Once dropped
+    (groups, gid, then uid; for good), a link planted there gives nothing
+    that user could not do anyway.
+
+    :raises UserError: those paths belong to different users.
+    """
+    if os.geteuid() != 0:
+        return None
+    owners = {}
+    for path in daemon_paths(conf):
+        uid, gid = path_owner(path)
+        if uid:
+            owners.setdefault(uid, (gid, []))[1].append(path)
+    if not owners:
+        return None
+    if len(owners) > 1:
+        raise UserError(
+            "the daemon's paths are owned by different users (%s): run "
+            'pxefilterd-ctl as the right one' % '; '.join(
+                'uid %d: %s' % (uid, ', '.join(paths))
+                for uid, (_gid, paths) in sorted(owners.items())))
+    (uid, (gid, _paths)), = owners.items()
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        os.setgroups([])
+    else:
+        gid = entry.pw_gid
+        os.initgroups(entry.pw_name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+    return uid
+
+
 # -- check-config -------------------------------------------------------------
 
 def cmd_check_config(conf, out):
@@ -556,6 +671,11 @@ def main(argv=None, out=None):
     except ConfigError as exc:
         return _report_config_error(conf, exc, out)
     _setup_logging(conf)
+    try:
+        become_daemon_user(conf)
+    except UserError as exc:
+        sys.stderr.write('pxefilterd-ctl: %s\n' % exc)
+        return EXIT_FAILURE
     try:
         return _COMMANDS[conf.command.name](conf, out)
     except ConfigError as exc:
