@@ -232,8 +232,9 @@ class HostsDir:
         try:
             staging = open_dir(self.staging)
         except OSError as exc:
-            raise HostsDirError('%s: cannot open the staging directory: %s'
-                                % (self.staging, _why(exc))) from exc
+            raise HostsDirError(
+                '%s: cannot open the staging directory: %s'
+                % (self.staging, _why(exc, self.staging))) from exc
         try:
             self._lock_in(staging, lock_path, wait)
         finally:
@@ -249,7 +250,7 @@ class HostsDir:
                 raise OSError(errno.EINVAL, 'not a regular file')
         except OSError as exc:
             raise HostsDirError('%s: cannot open the lock file: %s'
-                                % (lock_path, _why(exc))) from exc
+                                % (lock_path, _why(exc, lock_path))) from exc
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -682,8 +683,9 @@ def open_dir(path):
                    | os.O_CLOEXEC)
 
 
-def _why(exc):
-    if exc.errno == errno.ELOOP:
+def _why(exc, path):
+    # (O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR)
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
         return 'it is a symlink (refused: never followed)'
     return exc.strerror or str(exc)
 
