@@ -1,13 +1,19 @@
 """Configuration checks: every problem as one line naming option and value.
 
 Used by the daemon before it touches anything (a bad configuration never
-starts or stops dnsmasq) and by ``pxefilterd-ctl check-config``.
+starts or stops dnsmasq) and by ``pxefilterd-ctl check-config``, which also
+checks the environment the configuration refers to
+(:func:`environment_problems`).
 """
 
+import configparser
 import difflib
 import glob
 import os
+import shlex
+import shutil
 
+from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 from oslo_config import generator
@@ -18,6 +24,9 @@ from pxefilterd import commands
 from pxefilterd.conf import opts as all_opts
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+
+#: Seconds allowed to the ironic request of the environment checks.
+CHECK_TIMEOUT = 5
 
 
 def parse(conf, argv, prog=None, description=None, epilog=None):
@@ -217,3 +226,185 @@ def unknown_options(conf):
                                             ' (did you mean %s?)' % close[0]
                                             if close else ''))
     return lines
+
+
+# -- the environment (pxefilterd-ctl check-config) ---------------------
+
+def _rootwrap_config_path(root_helper):
+    """Return the rootwrap config named by a pxefilterd-rootwrap helper."""
+    for i, word in enumerate(root_helper):
+        if os.path.basename(word).endswith('-rootwrap'):
+            return root_helper[i + 1] if i + 1 < len(root_helper) else None
+    return None
+
+
+def _check_rootwrap(path, cmds):
+    """Return ``(problems, warnings)`` about the rootwrap configuration.
+
+    Problems: the file is unreadable or invalid, or a command would be
+    refused (no filter matches, or its executable is not in exec_dirs).
+    """
+    # Imported here: only check-config needs it.
+    from oslo_rootwrap import wrapper
+    parser = configparser.RawConfigParser()
+    try:
+        with open(path) as f:
+            parser.read_file(f)
+        rw_conf = wrapper.RootwrapConfig(parser)
+    except OSError as exc:
+        return (['rootwrap config %s cannot be read (%s): the commands '
+                 'cannot be checked against its filters'
+                 % (path, exc.strerror)], [])
+    except (configparser.Error, ValueError) as exc:
+        return ['rootwrap config %s is invalid: %s' % (path, exc)], []
+    filters = wrapper.load_filters(rw_conf.filters_path)
+    problems, warnings = [], []
+    try:
+        # oslo.rootwrap always adds a filter allowing privsep-helper with
+        # any arguments; it must not be found in exec_dirs.
+        wrapper.match_filter(filters, ['privsep-helper'],
+                             exec_dirs=rw_conf.exec_dirs)
+    except (wrapper.NoFilterMatched, wrapper.FilterMatchNotExecutable):
+        pass
+    else:
+        warnings.append('privsep-helper is in the rootwrap '
+                        'exec_dirs (%s): rootwrap lets the pxefilterd user '
+                        'run it as root with any arguments; remove its '
+                        'directory from exec_dirs'
+                        % ','.join(rw_conf.exec_dirs))
+    for name, argv in cmds:
+        try:
+            wrapper.match_filter(filters, argv, exec_dirs=rw_conf.exec_dirs)
+        except wrapper.FilterMatchNotExecutable:
+            problems.append('%s: %s is allowed by the rootwrap filters but '
+                            'not found in exec_dirs (%s)'
+                            % (name, argv[0], ','.join(rw_conf.exec_dirs)))
+        except wrapper.NoFilterMatched:
+            problems.append('%s: "%s" is not allowed by any filter in %s'
+                            % (name, ' '.join(argv),
+                               ','.join(rw_conf.filters_path)))
+    return problems, warnings
+
+
+def _others_can(path, bits):
+    try:
+        return os.stat(path).st_mode & bits == bits
+    except OSError:
+        return True   # reported elsewhere
+
+
+def environment_problems(conf, info=None):
+    """Return ``(config_problems, env_problems, warnings)`` line lists.
+
+    ``info``, if given, gets one line per command saying how it will run.
+
+    Checks what the configuration refers to: the hostsdir can be read and
+    traversed by other users (dnsmasq), each configured command's
+    executables resolve, the rootwrap filters allow the commands, and ironic
+    answers one ``inspection_nodes()`` call within :data:`CHECK_TIMEOUT`.
+    Never raises for a failing check.
+    """
+    config, env, warnings = [], [], []
+    info = [] if info is None else info
+    dn = conf.dnsmasq_pxe_filter
+    path = os.path.abspath(dn.dhcp_hostsdir)
+    if conf.pxe_filter.driver == 'dnsmasq' and os.path.isdir(path):
+        if not os.access(path, os.R_OK | os.X_OK):
+            env.append('[dnsmasq_pxe_filter] dhcp_hostsdir = %s: not '
+                       'readable by this user' % path)
+        if not _others_can(path, 0o005):
+            warnings.append('%s is not readable by other users: dnsmasq '
+                            'reads it as its own user (use mode 0755, or '
+                            'share a group with dnsmasq)' % path)
+        parent = os.path.dirname(path)
+        while parent != os.path.dirname(parent):
+            if not _others_can(parent, 0o001):
+                warnings.append('%s cannot be traversed by other users: '
+                                'dnsmasq may not reach the hostsdir' % parent)
+            parent = os.path.dirname(parent)
+    try:
+        root_helper = commands.split(conf.root_helper)
+    except ValueError:
+        root_helper = None   # reported by check()
+    cmds = []
+    for name in ('dnsmasq_start_command', 'dnsmasq_stop_command',
+                 'dnsmasq_reload_command'):
+        label = '[dnsmasq_pxe_filter] %s' % name
+        try:
+            command = commands.Command.from_line(
+                name, getattr(dn, name), timeout=CHECK_TIMEOUT)
+        except ValueError:
+            continue   # reported by check()
+        if not command:
+            continue
+        argv = command.argv
+        shown = None
+        if command.line is not None and os.geteuid() == 0:
+            # The daemon expands the words as its own unprivileged user; a
+            # shell run here would run them as root.
+            argv = commands.split(command.line)
+            shown = ' '.join(([shlex.join(root_helper)] if root_helper
+                              else []) + [command.line])
+            warnings.append('%s has shell expansions, not run here: '
+                            'check-config runs as root (run it as the '
+                            "daemon's user to see them expanded); only its "
+                            'static words are checked' % label)
+        elif command.line is not None:
+            # What the daemon will run: expanded now, as it will be then.
+            try:
+                argv = command.resolve()
+            except commands.CommandError as exc:
+                warnings.append('%s cannot be expanded now (%s); only its '
+                                'static words are checked' % (label, exc))
+                argv = commands.split(command.line)
+        info.append('%s runs as: %s' % (label, shown or shlex.join(
+            (root_helper or []) + argv)) + (
+            ' (the words expanded by %s as the daemon\'s user at each run)'
+            % commands.SHELL if command.line else ''))
+        cmds.append((label, argv))
+    if root_helper is not None and cmds:
+        rootwrap = [w for w in root_helper[1:]
+                    if os.path.basename(w).endswith('-rootwrap')]
+        if root_helper:
+            # The command itself is resolved by the helper (rootwrap:
+            # exec_dirs, checked below with its filters).
+            exes = root_helper[:1] + rootwrap
+        else:
+            exes = [argv[0] for _, argv in cmds]
+        if root_helper and not rootwrap:
+            exes += [argv[0] for _, argv in cmds]
+        for exe in dict.fromkeys(exes):
+            if shutil.which(exe) is None:
+                env.append('%s: executable not found in PATH' % exe)
+        rw_path = _rootwrap_config_path(root_helper)
+        if rw_path:
+            rw_problems, rw_warnings = _check_rootwrap(rw_path, cmds)
+            env.extend(rw_problems)
+            warnings.extend(rw_warnings)
+    if conf.pxe_filter.driver == 'dnsmasq':
+        problem = _check_ironic(conf)
+        if problem is not None:
+            kind, line = problem
+            (config if kind == 'config' else env).append(line)
+    return config, env, warnings
+
+
+def _check_ironic(conf):
+    conf.set_override('api_retries', 0, group='ironic')
+    conf.set_override('timeout', min(conf.ironic.timeout or CHECK_TIMEOUT,
+                                     CHECK_TIMEOUT), group='ironic')
+    try:
+        source = ironic.IronicClient.from_conf(conf)
+    except ks_exc.AuthPluginException as exc:
+        return 'config', '[ironic] authentication options: %s' % exc
+    except ValueError as exc:
+        return 'config', str(exc)
+    except Exception as exc:
+        return 'env', 'ironic: cannot connect: %s' % (exc,)
+    try:
+        source.inspection_nodes()
+    except ironic.ApiError as exc:
+        return 'env', 'ironic: not reachable: %s' % exc
+    except Exception as exc:
+        return 'env', 'ironic: request failed: %r' % (exc,)
+    return None

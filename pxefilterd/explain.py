@@ -1,11 +1,12 @@
 """``pxefilterd-ctl explain``: why a MAC may or may not PXE boot.
 
-An explanation is a plain dict (printed as text or JSON).  It comes from the
-running daemon when one answers on the control socket
-(:meth:`pxefilterd.service.Service.explain`: its view of ironic, its
-decision log); otherwise it is worked out now, from ironic and the same
-pure policy (:func:`from_ironic`).  Either way :func:`add_disk` adds what
-is on disk, which is what dnsmasq reads, and what dnsmasq should answer.
+An explanation is a plain dict (printed as text or JSON), built by
+:func:`answer` alone.  It comes from the running daemon when one answers on
+the control socket (:meth:`pxefilterd.service.Service.explain`: its view of
+ironic, its decision log); otherwise it is worked out now, from ironic and
+the same pure policy (:func:`from_ironic`).  Either way :func:`add_disk`
+adds what is on disk, which is what dnsmasq reads, and what dnsmasq should
+answer.
 """
 
 import datetime
@@ -43,10 +44,29 @@ def from_ironic(client, key, options):
         reason = policy.unknown_reason(inspected, options)
     else:
         reason = policy.explain(key, snapshot, options)
-    return {'key': key, 'action': reason.action.value, 'rule': reason.rule,
-            'text': reason.text, 'option': reason.option,
-            'ironic': ironic_facts(port, nodes, len(inspected), options),
-            'last_change': None}
+    return answer(key, reason,
+                  ironic_facts(port, nodes, len(inspected), options))
+
+
+def answer(key, reason, facts, last_change=None, **more):
+    """The explanation of ``key``: the one shape the daemon and
+    ``pxefilterd-ctl`` both give.
+
+    :param reason: the :class:`policy.Reason` of the decision, or None
+        when neither the daemon nor ironic could be asked.
+    :param facts: the ironic facts behind it (:func:`ironic_facts`).
+    :param last_change: the last change of the decision (a dict from
+        :class:`pxefilterd.decisions.Decisions`), or None.
+    :param more: further items, e.g. what the daemon wrote.
+    """
+    if reason is None:
+        decision = {'action': 'unknown', 'rule': 'unknown', 'option': None,
+                    'text': 'neither the daemon nor ironic could be asked'}
+    else:
+        decision = {'action': reason.action.value, 'rule': reason.rule,
+                    'text': reason.text, 'option': reason.option}
+    return dict(decision, key=key, ironic=facts, last_change=last_change,
+                **more)
 
 
 def ironic_facts(port, nodes, inspected, options):
@@ -73,29 +93,31 @@ def ironic_facts(port, nodes, inspected, options):
 
 
 def _read(path):
+    """The file's bytes, None if there is none, or the OSError (a symlink
+    is never followed: ELOOP)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-                     | os.O_NONBLOCK)
+        return hostsdir.read_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
         return exc
-    try:
-        return os.read(fd, 4096)
-    except OSError as exc:
-        return exc
-    finally:
-        os.close(fd)
 
 
-def add_disk(result, store):
-    """Add what dnsmasq reads for ``result['key']`` to ``result``.
+def add_disk(result, store, key):
+    """Add what dnsmasq reads for ``key`` to ``result``; return it.
 
-    ``file``: the MAC's own file (path, content, what it says); ``serves``:
-    the record that decides (the MAC's file, else its base hosts file line,
-    else ``unknown_hosts_filter``) and what dnsmasq answers with it.
+    ``key`` is the normalised MAC (client id, or the wildcard) the caller
+    asked about, never one taken from an answer: the files read are the
+    ones named after it in ``store`` (no symlink followed).  ``file``: the
+    MAC's own file (path, content, what it says); ``serves``: the record
+    that decides (the MAC's file, else its base hosts file line, else
+    ``unknown_hosts_filter``) and what dnsmasq answers with it.
+
+    :raises ValueError: ``key`` is not a valid key.
     """
-    key = result['key']
+    if not hostsdir.valid_key(key):
+        raise ValueError('not a MAC address or client id: %r' % (key,))
+    result['key'] = key
     path = os.path.join(store.path, hostsdir.file_name(key))
     data = _read(path)
     disk = {'path': path, 'exists': data is not None}
@@ -111,7 +133,10 @@ def add_disk(result, store):
     record = path
     if says is None and key != macs.WILDCARD:
         if store.base_path:
-            base, _ = hostsdir.read_base(store.base_path)
+            try:
+                base, _ = hostsdir.read_base(store.base_path)
+            except OSError:
+                base = {}      # (status says why)
             if key in base:
                 says, record = base[key].value, store.base_path
         if says is None:
@@ -127,7 +152,7 @@ def add_disk(result, store):
                             if says == 'deny' else
                             'unknown: no valid record (dnsmasq offers to '
                             'MACs it has no record for)'),
-        'agrees': says == result['action'],
+        'agrees': says == result.get('action'),
     }
     return result
 

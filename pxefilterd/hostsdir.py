@@ -45,6 +45,8 @@ _TMP_SUFFIX = '.tmp'
 # Errors after which the next sync may succeed; anything else is fatal.
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR,
                               errno.EAGAIN, errno.ENOMEM})
+# Errors of this process, not of the file being read.
+_PROCESS_LIMITS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
 _MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f:])[0-9A-Fa-f]{2}'
                            rb'(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f:])')
 _CLIENT_ID_TOKEN_RE = re.compile(rb'[iI][dD]:[0-9A-Fa-f]{2}'
@@ -111,6 +113,32 @@ def parse(key, data):
     return None
 
 
+def read_file(path, limit=4096):
+    """Return the first ``limit`` bytes (None: all) of the file at ``path``.
+
+    The one way files in the daemon's directories are read: a symlink as
+    the last component is never followed (``ELOOP``) and a FIFO never
+    blocks the reader (``O_NONBLOCK``).
+
+    :raises OSError: the file cannot be opened or read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
+                 | os.O_NONBLOCK)
+    try:
+        chunks = []
+        left = limit
+        while left is None or left > 0:
+            chunk = os.read(fd, 65536 if left is None else left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if left is not None:
+                left -= len(chunk)
+        return b''.join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_base(path):
     """Read the base hosts file (``[dnsmasq_pxe_filter] dhcp_hostsfile``).
 
@@ -118,11 +146,10 @@ def read_base(path):
     line to its Action, ``invalid`` counts the other non-empty lines.  A
     missing file reads as no entries.
 
-    :raises OSError: the file exists but cannot be read.
+    :raises OSError: the file exists but cannot be read (or is a symlink).
     """
     try:
-        with open(path, 'rb') as f:
-            data = f.read()
+        data = read_file(path, limit=None)
     except FileNotFoundError:
         return {}, 0
     entries, invalid = {}, 0
@@ -197,10 +224,33 @@ class HostsDir:
         it) has exited.  Leftover temp files from a killed run are removed.
 
         :raises HostsDirLocked: another process still holds it.
+        :raises HostsDirError: the staging directory or the lock file cannot
+            be opened (a symlink is refused, never followed).
         """
         self.check()
         lock_path = os.path.join(self.staging, LOCK_FILE)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            staging = open_dir(self.staging)
+        except OSError as exc:
+            raise HostsDirError(
+                '%s: cannot open the staging directory: %s'
+                % (self.staging, _why(exc, self.staging))) from exc
+        try:
+            self._lock_in(staging, lock_path, wait)
+        finally:
+            os.close(staging)
+
+    def _lock_in(self, staging, lock_path, wait):
+        try:
+            fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644,
+                         dir_fd=staging)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, 'not a regular file')
+        except OSError as exc:
+            raise HostsDirError('%s: cannot open the lock file: %s'
+                                % (lock_path, _why(exc, lock_path))) from exc
         deadline = time.monotonic() + wait
         while True:
             try:
@@ -218,9 +268,9 @@ class HostsDir:
         os.ftruncate(fd, 0)
         os.pwrite(fd, ('%d\n' % os.getpid()).encode(), 0)
         self._lock_fd = fd
-        for name in os.listdir(self.staging):
+        for name in os.listdir(staging):
             if name.endswith(_TMP_SUFFIX):
-                os.unlink(os.path.join(self.staging, name))
+                os.unlink(name, dir_fd=staging)
 
     @property
     def lock_fd(self):
@@ -252,26 +302,51 @@ class HostsDir:
         self._own.clear()
         return count
 
-    def load(self):
-        """Index what is on disk instead of purging; return foreign names.
+    def survey(self):
+        """Index what is on disk without changing anything.
 
-        Files with a valid name but invalid content are indexed as None so
-        the next apply rewrites them.  Entries that are not regular files
-        are quarantined (and logged), whatever their name.
+        Returns ``(foreign, special)``: the sorted names of the regular
+        files that are not ours, and of the entries that are not regular
+        files (directories, symlinks -- never followed --, FIFOs...),
+        whatever their name.  A file with a valid name but invalid content,
+        or that cannot be read, is indexed as None (the next apply rewrites
+        it); one that vanished meanwhile is not indexed.
+
+        :raises OSError: the directory cannot be listed, or this process
+            ran out of descriptors or memory while reading.
         """
         self.index = {}
-        foreign = []
+        foreign, special = [], []
         with os.scandir(self.path) as entries:
             for entry in entries:
                 if not entry.is_file(follow_symlinks=False):
-                    LOG.warning('Hostsdir: %s', self._move_away(entry.name))
+                    special.append(entry.name)
                     continue
                 key = key_for_name(entry.name)
                 if key is None:
                     foreign.append(entry.name)
                     continue
-                self.index[key] = parse(key, self._read(entry.path))
-        return sorted(foreign)
+                try:
+                    data = self._read(entry.path)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    if exc.errno in _PROCESS_LIMITS:
+                        raise
+                    data = None
+                self.index[key] = None if data is None else parse(key, data)
+        return sorted(foreign), sorted(special)
+
+    def load(self):
+        """Index what is on disk instead of purging; return foreign names.
+
+        As :meth:`survey`, then the entries that are not regular files are
+        quarantined (and logged), whatever their name.
+        """
+        foreign, special = self.survey()
+        for name in special:
+            LOG.warning('Hostsdir: %s', self._move_away(name))
+        return foreign
 
     # -- writing ------------------------------------------------------------
 
@@ -313,24 +388,7 @@ class HostsDir:
         data = b''.join(render(mac, entries[mac]) for mac in sorted(entries))
         base_dir, base_name = os.path.split(self.base_path)
         tmp = os.path.join(base_dir, '.%s%s' % (base_name, _TMP_SUFFIX))
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-                         | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-            try:
-                os.fchmod(fd, 0o644)
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-            os.rename(tmp, self.base_path)
-        except OSError as exc:
-            _unlink_quietly(tmp)
-            msg = 'cannot write %s: %s' % (self.base_path,
-                                           exc.strerror or exc)
-            if exc.errno in TRANSIENT_ERRNOS:
-                raise TransientWriteError(msg) from exc
-            raise HostsDirError(msg) from exc
+        self._replace(tmp, self.base_path, data)
         self.base = dict(entries)
         self.files_written += 1
 
@@ -375,30 +433,48 @@ class HostsDir:
         if not valid_key(key):
             # Defence in depth: callers normalise, but never trust it.
             raise ValueError('refusing to write a file for %r' % (key,))
-        tmp = os.path.join(self.staging, name + _TMP_SUFFIX)
-        data = render(key, action)
+        ino = self._replace(os.path.join(self.staging, name + _TMP_SUFFIX),
+                            os.path.join(self.path, name),
+                            render(key, action))
+        self.index[key] = action
+        self.files_written += 1
+        if self.track_own_writes:
+            self._own[name] = ino
+
+    @staticmethod
+    def _replace(tmp, target, data):
+        """Write ``data`` to ``tmp`` and rename it onto ``target``: a reader
+        sees the old file or the new one, never a part of it.
+
+        ``tmp`` is created mode 0644 whatever the umask (dnsmasq reads as
+        its own user) and never through a symlink.  Returns the new file's
+        inode number.
+
+        :raises TransientWriteError: e.g. ENOSPC; ``tmp`` is removed.
+        :raises HostsDirError: any other failure; ``tmp`` is removed.
+        """
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC
                          | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
             try:
                 os.fchmod(fd, 0o644)
-                if os.write(fd, data) != len(data):
-                    raise OSError(errno.ENOSPC, 'short write')
-                ino = os.fstat(fd).st_ino if self.track_own_writes else None
+                view = memoryview(data)
+                while view:
+                    done = os.write(fd, view)
+                    if not done:
+                        raise OSError(errno.ENOSPC, 'short write')
+                    view = view[done:]
+                ino = os.fstat(fd).st_ino
             finally:
                 os.close(fd)
-            os.rename(tmp, os.path.join(self.path, name))
+            os.rename(tmp, target)
         except OSError as exc:
             _unlink_quietly(tmp)
-            msg = 'cannot write %s: %s' % (os.path.join(self.path, name),
-                                           exc.strerror or exc)
+            msg = 'cannot write %s: %s' % (target, exc.strerror or exc)
             if exc.errno in TRANSIENT_ERRNOS:
                 raise TransientWriteError(msg) from exc
             raise HostsDirError(msg) from exc
-        self.index[key] = action
-        self.files_written += 1
-        if ino is not None:
-            self._own[name] = ino
+        return ino
 
     def remove(self, keys):
         """Delete the files of ``keys`` (compaction; follow with a reload)."""
@@ -594,12 +670,24 @@ class HostsDir:
 
     @staticmethod
     def _read(path):
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
-                     | os.O_NONBLOCK)
-        try:
-            return os.read(fd, 4096)
-        finally:
-            os.close(fd)
+        return read_file(path)
+
+
+def open_dir(path):
+    """Open the directory ``path`` (for ``dir_fd=`` calls) without
+    following a symlink as its last component.
+
+    :raises OSError: ``ELOOP`` for a symlink, ``ENOTDIR``, ``ENOENT``...
+    """
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+                   | os.O_CLOEXEC)
+
+
+def _why(exc, path):
+    # (O_DIRECTORY | O_NOFOLLOW on a symlink fails with ENOTDIR)
+    if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+        return 'it is a symlink (refused: never followed)'
+    return exc.strerror or str(exc)
 
 
 def _unlink_quietly(path):

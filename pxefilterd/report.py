@@ -166,22 +166,15 @@ class Report:
         # an unknown MAC follows the unknown policy: its last change
         last = self.decisions.last_change(
             key, macs.WILDCARD if facts.get('port') is None else None)
-        return {
-            'key': key,
-            'action': reason.action.value,
-            'rule': reason.rule,
-            'text': reason.text,
-            'option': reason.option,
-            'ironic': facts,
-            'written': written.value if written else None,
-            'record': record,
-            'last_change': last,
-            'failed_closed': self.stats.failed_closed,
-            'last_contact': self.stats.last_contact or None,
-            'dnsmasq': {'state': self.stats.dnsmasq_state,
-                        'detail': self.stats.dnsmasq_detail},
-            'pid': os.getpid(),
-        }
+        return explain_mod.answer(
+            key, reason, facts, last,
+            written=written.value if written else None,
+            record=record,
+            failed_closed=self.stats.failed_closed,
+            last_contact=self.stats.last_contact or None,
+            dnsmasq={'state': self.stats.dnsmasq_state,
+                     'detail': self.stats.dnsmasq_detail},
+            pid=os.getpid())
 
     def reason(self, key):
         """Return the :class:`policy.Reason` for a MAC or the wildcard."""

@@ -23,9 +23,10 @@ import fcntl
 import json
 import logging
 import os
-import shlex
-import shutil
+import pwd
+import stat
 import sys
+import time
 
 from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
@@ -41,13 +42,14 @@ from pxefilterd import ironic
 from pxefilterd import macs
 from pxefilterd import policy
 from pxefilterd import service
+from pxefilterd import writer as writer_mod
 
 EXIT_OK = service.EXIT_OK
 EXIT_FAILURE = service.EXIT_FAILURE
 EXIT_CONFIG = service.EXIT_CONFIG
 
 #: Seconds allowed to the ironic request of ``check-config``.
-CHECK_TIMEOUT = 5
+CHECK_TIMEOUT = checks.CHECK_TIMEOUT
 
 _ARROW = '\N{RIGHTWARDS ARROW}'
 
@@ -139,75 +141,57 @@ def _store(conf):
 
 # -- reading the hostsdir (no lock, no write) -------------------------------
 
-def scan(path):
-    """Read the hostsdir at ``path`` without writing or locking anything.
-
-    Returns ``(entries, foreign)``: ``entries`` maps each key (a MAC or
-    :data:`pxefilterd.macs.WILDCARD`) with a file to its
-    :class:`~pxefilterd.policy.Action`, or to None when the content is not
-    one of the valid forms (or cannot be read); ``foreign`` is the sorted
-    list of names that are not ours (other names, directories, symlinks).
-
-    :raises OSError: the directory itself cannot be listed.
-    """
-    entries = {}
-    foreign = []
-    with os.scandir(path) as it:
-        for entry in it:
-            key = hostsdir.key_for_name(entry.name)
-            if key is None or not entry.is_file(follow_symlinks=False):
-                foreign.append(entry.name)
-                continue
-            try:
-                fd = os.open(entry.path, os.O_RDONLY | os.O_CLOEXEC
-                             | os.O_NOFOLLOW | os.O_NONBLOCK)
-                try:
-                    data = os.read(fd, 4096)
-                finally:
-                    os.close(fd)
-            except OSError:
-                entries[key] = None
-                continue
-            entries[key] = hostsdir.parse(key, data)
-    return entries, sorted(foreign)
-
-
 def current_view(store):
     """Return ``(view, foreign, base_info)``: what dnsmasq would read.
 
-    ``view`` is ``{key: Action or None}``: the base hosts file's lines
-    overridden by the per-MAC files (dnsmasq reads the hosts file first and
-    the newest record wins), as :meth:`HostsDir.current` computes it for the
-    daemon.  ``base_info`` is None without a base hosts file, else
-    ``{'path', 'entries', 'invalid_lines'}``.  Reads only.
+    ``view`` is :meth:`HostsDir.current` after :meth:`HostsDir.survey`
+    (``{key: Action or None}``, the base hosts file's lines overridden by
+    the per-MAC files); ``foreign`` the sorted names that are not ours
+    (other names, directories, symlinks...); ``base_info`` None without a
+    base hosts file, else ``{'path', 'entries', 'invalid_lines'}``.  Reads
+    only, and never through a symlink.
 
     :raises OSError: the hostsdir (or the base file) cannot be read.
     """
-    files, foreign = scan(store.path)
-    if not store.base_path:
-        return files, foreign, None
-    base, invalid = hostsdir.read_base(store.base_path)
-    view = dict(base)
-    view.update(files)
-    return view, foreign, {'path': store.base_path, 'entries': len(base),
-                           'invalid_lines': invalid}
+    foreign, special = store.survey()
+    base = None
+    if store.base_path:
+        invalid = store.load_base()
+        base = {'path': store.base_path, 'entries': len(store.base),
+                'invalid_lines': invalid}
+    return dict(store.current()), sorted(foreign + special), base
+
+
+_NO_LOCK = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR)
 
 
 def lock_holder(store):
     """Tell whether a process holds the hostsdir lock, without taking it.
 
     Tries a non-blocking *shared* flock on ``<staging>/lock`` (released at
-    once).  Returns None when nobody holds it (or the lock file does not
-    exist), else a dict ``{'pid': int or None, 'alive': bool or None}``
-    with the pid written in the file by the holder.  ``alive`` False means
-    that daemon is gone and its guard still holds the lock while it stops
-    dnsmasq.
+    once; a symlink is never followed).  Returns None when nobody holds it
+    (or the lock file does not exist), else a dict
+    ``{'pid': int or None, 'alive': bool or None}`` with the pid written
+    in the file by the holder.  ``alive`` False means that daemon is gone
+    and its guard still holds the lock while it stops dnsmasq.
     """
-    lock_path = os.path.join(store.staging, hostsdir.LOCK_FILE)
+    # A symlink (as the staging directory or the lock file) is no lock:
+    # the daemon refuses it too.
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
+        staging = hostsdir.open_dir(store.staging)
+    except OSError as exc:
+        if exc.errno in _NO_LOCK:
+            return None
+        raise
+    try:
+        fd = os.open(hostsdir.LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC
+                     | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=staging)
+    except OSError as exc:
+        if exc.errno in _NO_LOCK:
+            return None
+        raise
+    finally:
+        os.close(staging)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
@@ -366,11 +350,11 @@ def cmd_explain(conf, out):
             code = EXIT_FAILURE
             source = 'nothing: no daemon answered (%s) and ironic cannot be ' \
                 'asked (%s)' % (why_not, exc)
-            result = {'key': key, 'action': 'unknown', 'rule': 'unknown',
-                      'text': 'neither the daemon nor ironic could be asked',
-                      'option': None, 'ironic': {}, 'last_change': None}
+            result = explain_mod.answer(key, None, {})
         result['source'] = source
-    explain_mod.add_disk(result, _store(conf))
+    # (the files read are named after the key normalised here, never
+    # after anything in the answer)
+    explain_mod.add_disk(result, _store(conf), key)
     if conf.command.format == 'json':
         json.dump(result, out, indent=2, sort_keys=True)
         out.write('\n')
@@ -395,17 +379,25 @@ def _state_name(action):
 
 
 def plan(snapshot, options, current):
-    """Return ``[(key, old, new)]`` sorted: the files a sync would write.
+    """Return ``(desired, changes)``: the decision and the files a sync
+    would write.
 
     ``current`` is ``{key: Action or None}`` as returned by
-    :func:`current_view`;
-    ``old`` is 'absent', 'invalid', 'allow' or 'deny'; ``new`` an Action.
+    :func:`current_view`; ``changes`` is ``[(key, old, new)]`` sorted,
+    ``old`` being 'absent', 'invalid', 'allow' or 'deny' and ``new`` an
+    Action.
     """
     cached = [k for k in current if k != macs.WILDCARD]
     desired = policy.decide(snapshot, options, cached)
     changes = policy.diff(current, desired)
-    return [(key, _state_name(current[key]) if key in current else 'absent',
-             action) for key, action in sorted(changes.items())]
+    return desired, [
+        (key, _state_name(current[key]) if key in current else 'absent',
+         action) for key, action in sorted(changes.items())]
+
+
+def _print_changes(changes, out):
+    for key, old, new in changes:
+        out.write('%s: %s %s %s\n' % (key, old, _ARROW, new.value))
 
 
 def _source(conf):
@@ -432,6 +424,10 @@ def cmd_sync(conf, out):
     store = _store(conf)
     if conf.command.dry_run:
         return _dry_run(conf, store, out)
+    problem = _not_ours(store)
+    if problem:
+        sys.stderr.write('pxefilterd-ctl: refusing to write: %s\n' % problem)
+        return EXIT_FAILURE
     try:
         store.lock(wait=0)
     except hostsdir.HostsDirLocked:
@@ -455,10 +451,8 @@ def cmd_sync(conf, out):
             # base file is the daemon's to rewrite, with a reload.
             store.load_base()
         snapshot = _source(conf).snapshot()
-        desired = policy.decide(snapshot, _options(conf), store.cached())
-        before = dict(store.current())
-        changes = policy.diff(before, desired)
-        written = store.apply(changes)
+        desired, changes = plan(snapshot, _options(conf), store.current())
+        written = _converge(conf, store, desired, snapshot.ports)
     except ironic.ApiError as exc:
         sys.stderr.write('pxefilterd-ctl: ironic: %s; nothing written\n'
                          % exc)
@@ -468,13 +462,30 @@ def cmd_sync(conf, out):
         return EXIT_FAILURE
     finally:
         store.unlock()
-    for key, action in sorted(changes.items()):
-        old = _state_name(before[key]) if key in before else 'absent'
-        out.write('%s: %s %s %s\n' % (key, old, _ARROW, action.value))
+    _print_changes(changes, out)
     allowed, denied = desired.counts()
     out.write('wrote %d file(s): %d allowed, %d denied, unknown MACs %s\n'
               % (written, allowed, denied, desired.unknown.value))
     return EXIT_OK
+
+
+def _converge(conf, store, desired, known, clock=time.monotonic,
+              sleep=time.sleep):
+    """Write ``desired`` with the daemon's writer; return the count.
+
+    dnsmasq may be reading the hostsdir (nothing here can tell), so the
+    writes are paced as the daemon paces them while dnsmasq runs
+    (``max_burst`` at once, then ``burst_rate`` per second).  No reload is
+    run: changes go to the per-MAC files, never into the base hosts file.
+    """
+    writer = writer_mod.Writer(store, commands.Command('reload'),
+                               lambda: conf.dnsmasq_pxe_filter, clock=clock,
+                               serving=lambda: True)
+    written = writer.converge(desired, known)
+    while writer.pending:
+        sleep(writer.next_due())
+        written += writer.converge(desired, known)
+    return written
 
 
 def _dry_run(conf, store, out):
@@ -489,195 +500,106 @@ def _dry_run(conf, store, out):
     except ironic.ApiError as exc:
         sys.stderr.write('pxefilterd-ctl: ironic: %s\n' % exc)
         return EXIT_FAILURE
-    changes = plan(snapshot, _options(conf), current)
-    for key, old, new in changes:
-        out.write('%s: %s %s %s\n' % (key, old, _ARROW, new.value))
+    _desired, changes = plan(snapshot, _options(conf), current)
+    _print_changes(changes, out)
     out.write('dry run: %d file(s) would be written, nothing was written\n'
               % len(changes))
     return EXIT_OK
 
 
-# -- check-config -------------------------------------------------------------
-
-def _rootwrap_config_path(root_helper):
-    """Return the rootwrap config named by a pxefilterd-rootwrap helper."""
-    for i, word in enumerate(root_helper):
-        if os.path.basename(word).endswith('-rootwrap'):
-            return root_helper[i + 1] if i + 1 < len(root_helper) else None
+def _not_ours(store):
+    """Why the hostsdir or its staging directory must not be written by
+    this process (a symlink, or another user's), or None."""
+    for path in (store.path, store.staging):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue        # (the lock says: missing, or creates it)
+        if stat.S_ISLNK(st.st_mode):
+            return '%s is a symlink' % path
+        if st.st_uid != os.geteuid():
+            return ('%s belongs to uid %d, not to this user (uid %d): run '
+                    "pxefilterd-ctl as the daemon's user"
+                    % (path, st.st_uid, os.geteuid()))
     return None
 
 
-def _check_rootwrap(path, cmds):
-    """Return ``(problems, warnings)`` about the rootwrap configuration.
+# -- running as root: become the daemon's user --------------------------------
 
-    Problems: the file is unreadable or invalid, or a command would be
-    refused (no filter matches, or its executable is not in exec_dirs).
+class UserError(Exception):
+    """Which user to run as cannot be told safely."""
+
+
+def path_owner(path):
+    """Return ``(uid, gid)`` of the first entry on the way to ``path``,
+    from ``/`` down, that belongs to a user other than root; ``(0, 0)``
+    when root owns the whole way (or as far as it exists).
+
+    That user can rename or replace everything below it, links included:
+    whatever is done at ``path`` may be done as that user and no other.
+    The entries are looked at with ``lstat`` (a link is judged by its own
+    owner, then followed only as root's).
     """
-    # Imported here: only check-config needs it.
-    import configparser
+    current = os.sep
+    for part in os.path.abspath(path).split(os.sep)[1:]:
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except OSError:
+            break
+        if st.st_uid != 0:
+            return st.st_uid, st.st_gid
+    return 0, 0
 
-    from oslo_rootwrap import wrapper
-    parser = configparser.RawConfigParser()
+
+def daemon_paths(conf):
+    """The paths of the daemon's own directories and files that
+    pxefilterd-ctl reads or writes."""
+    store = _store(conf)
+    return [p for p in (store.path, store.staging, store.base_path,
+                        conf.control_socket) if p]
+
+
+def become_daemon_user(conf):
+    """Run as the user the daemon's directories belong to, when run as
+    root; return that uid (None: nothing changed).
+
+    The user is :func:`path_owner` of every path of :func:`daemon_paths`:
+    none but root (the daemon runs as root) changes nothing.  Once dropped
+    (groups, gid, then uid; for good), a link planted there gives nothing
+    that user could not do anyway.
+
+    :raises UserError: those paths belong to different users.
+    """
+    if os.geteuid() != 0:
+        return None
+    owners = {}
+    for path in daemon_paths(conf):
+        uid, gid = path_owner(path)
+        if uid:
+            owners.setdefault(uid, (gid, []))[1].append(path)
+    if not owners:
+        return None
+    if len(owners) > 1:
+        raise UserError(
+            "the daemon's paths are owned by different users (%s): run "
+            'pxefilterd-ctl as the right one' % '; '.join(
+                'uid %d: %s' % (uid, ', '.join(paths))
+                for uid, (_gid, paths) in sorted(owners.items())))
+    (uid, (gid, _paths)), = owners.items()
     try:
-        with open(path) as f:
-            parser.read_file(f)
-        rw_conf = wrapper.RootwrapConfig(parser)
-    except OSError as exc:
-        return (['rootwrap config %s cannot be read (%s): the commands '
-                 'cannot be checked against its filters'
-                 % (path, exc.strerror)], [])
-    except (configparser.Error, ValueError) as exc:
-        return ['rootwrap config %s is invalid: %s' % (path, exc)], []
-    filters = wrapper.load_filters(rw_conf.filters_path)
-    problems, warnings = [], []
-    try:
-        # oslo.rootwrap always adds a filter allowing privsep-helper with
-        # any arguments; it must not be found in exec_dirs.
-        wrapper.match_filter(filters, ['privsep-helper'],
-                             exec_dirs=rw_conf.exec_dirs)
-    except (wrapper.NoFilterMatched, wrapper.FilterMatchNotExecutable):
-        pass
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        os.setgroups([])
     else:
-        warnings.append('privsep-helper is in the rootwrap '
-                        'exec_dirs (%s): rootwrap lets the pxefilterd user '
-                        'run it as root with any arguments; remove its '
-                        'directory from exec_dirs'
-                        % ','.join(rw_conf.exec_dirs))
-    for name, argv in cmds:
-        try:
-            wrapper.match_filter(filters, argv, exec_dirs=rw_conf.exec_dirs)
-        except wrapper.FilterMatchNotExecutable:
-            problems.append('%s: %s is allowed by the rootwrap filters but '
-                            'not found in exec_dirs (%s)'
-                            % (name, argv[0], ','.join(rw_conf.exec_dirs)))
-        except wrapper.NoFilterMatched:
-            problems.append('%s: "%s" is not allowed by any filter in %s'
-                            % (name, ' '.join(argv),
-                               ','.join(rw_conf.filters_path)))
-    return problems, warnings
+        gid = entry.pw_gid
+        os.initgroups(entry.pw_name, gid)
+    os.setgid(gid)
+    os.setuid(uid)
+    return uid
 
 
-def _others_can(path, bits):
-    try:
-        return os.stat(path).st_mode & bits == bits
-    except OSError:
-        return True   # reported elsewhere
-
-
-def environment_problems(conf, info=None):
-    """Return ``(config_problems, env_problems, warnings)`` line lists.
-
-    ``info``, if given, gets one line per command saying how it will run.
-
-    Checks what the configuration refers to: the hostsdir can be read and
-    traversed by other users (dnsmasq), each configured command's
-    executables resolve, the rootwrap filters allow the commands, and ironic
-    answers one ``inspection_nodes()`` call within :data:`CHECK_TIMEOUT`.
-    Never raises for a failing check.
-    """
-    config, env, warnings = [], [], []
-    info = [] if info is None else info
-    dn = conf.dnsmasq_pxe_filter
-    path = os.path.abspath(dn.dhcp_hostsdir)
-    if conf.pxe_filter.driver == 'dnsmasq' and os.path.isdir(path):
-        if not os.access(path, os.R_OK | os.X_OK):
-            env.append('[dnsmasq_pxe_filter] dhcp_hostsdir = %s: not '
-                       'readable by this user' % path)
-        if not _others_can(path, 0o005):
-            warnings.append('%s is not readable by other users: dnsmasq '
-                            'reads it as its own user (use mode 0755, or '
-                            'share a group with dnsmasq)' % path)
-        parent = os.path.dirname(path)
-        while parent != os.path.dirname(parent):
-            if not _others_can(parent, 0o001):
-                warnings.append('%s cannot be traversed by other users: '
-                                'dnsmasq may not reach the hostsdir' % parent)
-            parent = os.path.dirname(parent)
-    try:
-        root_helper = commands.split(conf.root_helper)
-    except ValueError:
-        root_helper = None   # reported by checks.check
-    cmds = []
-    for name in ('dnsmasq_start_command', 'dnsmasq_stop_command',
-                 'dnsmasq_reload_command'):
-        label = '[dnsmasq_pxe_filter] %s' % name
-        try:
-            command = commands.Command.from_line(
-                name, getattr(dn, name), timeout=CHECK_TIMEOUT)
-        except ValueError:
-            continue   # reported by checks.check
-        if not command:
-            continue
-        argv = command.argv
-        shown = None
-        if command.line is not None and os.geteuid() == 0:
-            # The daemon expands the words as its own unprivileged user; a
-            # shell run here would run them as root.
-            argv = commands.split(command.line)
-            shown = ' '.join(([shlex.join(root_helper)] if root_helper
-                              else []) + [command.line])
-            warnings.append('%s has shell expansions, not run here: '
-                            'check-config runs as root (run it as the '
-                            "daemon's user to see them expanded); only its "
-                            'static words are checked' % label)
-        elif command.line is not None:
-            # What the daemon will run: expanded now, as it will be then.
-            try:
-                argv = command.resolve()
-            except commands.CommandError as exc:
-                warnings.append('%s cannot be expanded now (%s); only its '
-                                'static words are checked' % (label, exc))
-                argv = commands.split(command.line)
-        info.append('%s runs as: %s' % (label, shown or shlex.join(
-            (root_helper or []) + argv)) + (
-            ' (the words expanded by %s as the daemon\'s user at each run)'
-            % commands.SHELL if command.line else ''))
-        cmds.append((label, argv))
-    if root_helper is not None and cmds:
-        rootwrap = [w for w in root_helper[1:]
-                    if os.path.basename(w).endswith('-rootwrap')]
-        if root_helper:
-            # The command itself is resolved by the helper (rootwrap:
-            # exec_dirs, checked below with its filters).
-            exes = root_helper[:1] + rootwrap
-        else:
-            exes = [argv[0] for _, argv in cmds]
-        if root_helper and not rootwrap:
-            exes += [argv[0] for _, argv in cmds]
-        for exe in dict.fromkeys(exes):
-            if shutil.which(exe) is None:
-                env.append('%s: executable not found in PATH' % exe)
-        rw_path = _rootwrap_config_path(root_helper)
-        if rw_path:
-            rw_problems, rw_warnings = _check_rootwrap(rw_path, cmds)
-            env.extend(rw_problems)
-            warnings.extend(rw_warnings)
-    if conf.pxe_filter.driver == 'dnsmasq':
-        problem = _check_ironic(conf)
-        if problem is not None:
-            kind, line = problem
-            (config if kind == 'config' else env).append(line)
-    return config, env, warnings
-
-
-def _check_ironic(conf):
-    conf.set_override('api_retries', 0, group='ironic')
-    conf.set_override('timeout', min(conf.ironic.timeout or CHECK_TIMEOUT,
-                                     CHECK_TIMEOUT), group='ironic')
-    try:
-        source = _source(conf)
-    except ConfigError as exc:
-        return 'config', '; '.join(exc.lines)
-    except Exception as exc:
-        return 'env', 'ironic: cannot connect: %s' % (exc,)
-    try:
-        source.inspection_nodes()
-    except ironic.ApiError as exc:
-        return 'env', 'ironic: not reachable: %s' % exc
-    except Exception as exc:
-        return 'env', 'ironic: request failed: %r' % (exc,)
-    return None
-
+# -- check-config -------------------------------------------------------------
 
 def cmd_check_config(conf, out):
     """Print one line per problem; return 78, 1 or 0 (see module doc).
@@ -688,7 +610,7 @@ def cmd_check_config(conf, out):
     files = checks.files_read(conf)
     info = ['configuration files read: %s' % ', '.join(files)] if files \
         else []
-    config, env, warnings = environment_problems(conf, info)
+    config, env, warnings = checks.environment_problems(conf, info)
     if not files:
         warnings.insert(0, 'no configuration file was read (none given with '
                         '--config-file, none found in the usual places: '
@@ -749,6 +671,11 @@ def main(argv=None, out=None):
     except ConfigError as exc:
         return _report_config_error(conf, exc, out)
     _setup_logging(conf)
+    try:
+        become_daemon_user(conf)
+    except UserError as exc:
+        sys.stderr.write('pxefilterd-ctl: %s\n' % exc)
+        return EXIT_FAILURE
     try:
         return _COMMANDS[conf.command.name](conf, out)
     except ConfigError as exc:

@@ -260,6 +260,35 @@ def test_sync_once_applies_with_the_lock(tmp_path, hdir, fake_source):
         assert mode == 0o644
 
 
+def test_sync_once_writes_paced_like_the_daemon(tmp_path, hdir):
+    # dnsmasq may be reading: max_burst files at once, then burst_rate/s
+    conf = ctl.new_conf()
+    ctl.parse(conf, ['--config-file', write_conf(
+        tmp_path, hdir, '[dnsmasq_pxe_filter]\nmax_burst = 2\n'
+        'burst_rate = 1\n'), 'sync', '--once'])
+    store = hostsdir.HostsDir(str(hdir))
+    store.check()
+    store.load()
+    desired, changes = ctl.plan(Snapshot(ports={M1: 'n1', M2: 'n2',
+                                                M4: 'n1'}),
+                                ctl._options(conf), store.current())
+    assert len(changes) == 3
+    now = [1000.0]
+    waits = []
+
+    def sleep(seconds):
+        waits.append((seconds, store.files_written))
+        now[0] += seconds
+
+    written = ctl._converge(conf, store, desired, set(), clock=lambda: now[0],
+                            sleep=sleep)
+    assert written == 3
+    assert waits and waits[0][1] == 2          # the burst, then a wait
+    assert sum(w for w, _ in waits) >= 1.0     # one file at 1/s
+    assert dict(store.current()) == dict(desired.macs,
+                                         **{'*:*:*:*:*:*': desired.unknown})
+
+
 def test_sync_once_with_a_base_file_writes_only_real_changes(
         tmp_path, hdir, fake_source):
     # M4 is already denied by the base file: no file for it

@@ -216,6 +216,56 @@ def test_lock_cleans_leftover_temp_files(tmp_path):
     s.unlock()
 
 
+def test_lock_never_follows_a_link(tmp_path):
+    # what the daemon's user could plant for a root-run writer
+    root = tmp_path / 'root'
+    root.mkdir()
+    (root / 'shadow').write_bytes(b'secret\n')
+    (root / 'x.tmp').write_bytes(b'keep\n')
+    path = tmp_path / 'hd'
+    path.mkdir()
+    s = hostsdir.HostsDir(str(path))
+    os.symlink(root, s.staging)
+    with pytest.raises(hostsdir.HostsDirError, match='symlink'):
+        s.lock()
+    os.unlink(s.staging)
+    os.mkdir(s.staging)
+    os.symlink(root / 'shadow', os.path.join(s.staging, 'lock'))
+    with pytest.raises(hostsdir.HostsDirError, match='symlink'):
+        s.lock()
+    assert s.lock_fd is None
+    assert sorted(os.listdir(root)) == ['shadow', 'x.tmp']
+    assert (root / 'shadow').read_bytes() == b'secret\n'
+
+
+def test_survey_indexes_without_changing_anything(store):
+    open(os.path.join(store.path, M1), 'wb').write(b'52:54:00:00:00:01\n')
+    open(os.path.join(store.path, 'README'), 'w').write('x')
+    os.symlink('/etc/passwd', os.path.join(store.path, M2))
+    os.mkdir(os.path.join(store.path, 'sub'))
+    before = sorted(os.listdir(store.path))
+    assert store.survey() == (['README'], [M2, 'sub'])
+    assert store.index == {M1: Action.ALLOW}
+    assert sorted(os.listdir(store.path)) == before
+    # load: the same index, and what is not a regular file moved away
+    assert store.load() == ['README']
+    assert store.index == {M1: Action.ALLOW}
+    assert sorted(os.listdir(store.path)) == [M1, 'README']
+
+
+def test_read_file_never_follows_a_link(tmp_path):
+    (tmp_path / 'target').write_bytes(b'secret')
+    os.symlink(tmp_path / 'target', tmp_path / 'link')
+    with pytest.raises(OSError) as exc:
+        hostsdir.read_file(str(tmp_path / 'link'))
+    assert exc.value.errno == errno.ELOOP
+    os.mkfifo(tmp_path / 'fifo')
+    assert hostsdir.read_file(str(tmp_path / 'fifo')) == b''   # no block
+    (tmp_path / 'big').write_bytes(b'x' * 100000)
+    assert len(hostsdir.read_file(str(tmp_path / 'big'))) == 4096
+    assert len(hostsdir.read_file(str(tmp_path / 'big'), None)) == 100000
+
+
 def test_check_reports_missing_and_readonly(tmp_path):
     with pytest.raises(hostsdir.HostsDirError, match='does not exist'):
         hostsdir.HostsDir(str(tmp_path / 'nope')).check()
