@@ -705,7 +705,8 @@ class Service:
             'failed_closed': self.stats.failed_closed,
             'last_contact': self.stats.last_contact or None,
             'dnsmasq': {'state': self.stats.dnsmasq_state,
-                        'detail': self.stats.dnsmasq_detail},
+                        'detail': self.stats.dnsmasq_detail,
+                        'foreign_records': self.writer.foreign_live()},
             'pid': os.getpid(),
         }
 
@@ -816,6 +817,7 @@ class Service:
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
             self._watcher.events_lost()
+        self._forget_foreign()
 
     def _rescan(self):
         try:
@@ -824,6 +826,17 @@ class Service:
                 LOG.warning('Hostsdir tampering: %s', msg)
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
+            if self._watcher is not None:
+                self._watcher.events_lost()     # rescan at the next turn
+        self._forget_foreign()
+
+    def _forget_foreign(self):
+        """After a repair: dnsmasq forgets what it read from foreign
+        entries (a reload; see Writer.forget)."""
+        found = self.store.take_foreign()
+        if found:
+            self.writer.forget('%s%s' % (found[0], ' and %d more' % (
+                len(found) - 1) if len(found) > 1 else ''))
 
     def _reload(self):
         if self._reload_settings is None:
