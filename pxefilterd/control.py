@@ -9,9 +9,10 @@ The socket is a Unix stream socket (``[DEFAULT] control_socket``), mode 0660:
 its owner (pxefilterd's user), its group and root may ask; nobody else.  It
 only reads: nothing sent to it changes what the daemon does.
 
-Threads: :class:`ControlServer` is a :class:`pxefilterd.sockserve.BoundedServer`:
-one thread reads every request and sends every answer, without blocking, so a
-slow or silent client holds only its own connection, for
+Threads: :class:`ControlServer` is a bounded server
+(:class:`pxefilterd.sockserve.BoundedServer`): one thread reads every request
+and sends every answer, without blocking, so a slow or silent client holds
+only its own connection, for
 :data:`CLIENT_TIMEOUT` in total at most, never the loop nor another client.
 Two worker threads hand complete requests to ``ask`` (the service's, which
 has the loop thread answer it, so the view is only ever read by its owner).

@@ -216,9 +216,11 @@ class BoundedServer:
             if (len(self._conns) >= self._max
                     or self._per_peer[peer] >= self._max_per_peer):
                 sock.close()
-                self._note_refused('%d connections open (limit %d, %d per '
-                                   'client)' % (len(self._conns), self._max,
-                                                self._max_per_peer))
+                self._note_refused(
+                    '%d connections open (limit %d%s)' % (
+                        len(self._conns), self._max,
+                        ', %d per client' % self._max_per_peer
+                        if self._peer_of is not None else ''))
                 continue
             sock.setblocking(False)
             conn = _Conn(sock, peer, self._clock() + self._deadline)

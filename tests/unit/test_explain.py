@@ -371,3 +371,25 @@ def test_explain_refuses_what_is_not_a_mac(tmp_path, capsys):
     code, _ = run('--config-file', conf, 'explain', '52:54:00:00:00')
     assert code == 1
     assert 'is not a MAC address' in capsys.readouterr().err
+
+
+def test_explain_never_claims_nothing_while_a_foreign_record_may_be_live(
+        rig, tmp_path):
+    """Security review: with a foreign file allowing B1 in a form dnsmasq
+    reads (52:54:0:0:0:b1), explain said dnsmasq answers nothing."""
+    r = rig()
+    conf = write_conf(tmp_path, r.dir, r.fake.url, r.sock)
+    code, out = run('--config-file', conf, 'explain', B1)
+    assert 'answers nothing' in out and 'WARNING' not in out
+    (r.dir / 'evil').write_text('52:54:0:0:0:b1\n')   # no watcher here
+    code, out = run('--config-file', conf, 'explain', B1)
+    assert 'answers nothing' not in out
+    assert 'not known for sure' in out and "'evil'" in out
+    # the daemon says when the reload that makes dnsmasq forget is due
+    (r.dir / 'evil').unlink()
+    r.svc.writer._foreign_seen += 1        # as Writer.forget() would
+    code, out = run('--config-file', conf, 'explain', B1, '--format',
+                    'json')
+    result = json.loads(out)
+    assert result['dnsmasq']['foreign_records'] is True
+    assert 'not known for sure' in result['serves']['dnsmasq_answers']
