@@ -177,7 +177,8 @@ def test_ironic_down_at_start_dnsmasq_waits(daemon, fake):
 
 
 @pytest.mark.parametrize('tamper', ['edit', 'delete', 'truncate', 'rename',
-                                    'add-foreign', 'add-mac'])
+                                    'add-foreign', 'add-mac',
+                                    'add-long-name'])
 def test_tampering_is_healed(daemon, fake, tamper):
     d = daemon().start()
     wait_for(d.dnsmasq_running)
@@ -195,6 +196,9 @@ def test_tampering_is_healed(daemon, fake, tamper):
         (d.hostsdir / 'evil').write_text(A1 + '\n')
     elif tamper == 'add-mac':
         (d.hostsdir / '52:54:00:00:00:c1').write_text('52:54:00:00:00:c1\n')
+    elif tamper == 'add-long-name':
+        # its quarantine name used to exceed NAME_MAX: the daemon exited
+        (d.hostsdir / ('x' * 250)).write_text(A1 + '\n')
     want = {A1: A1 + ',ignore\n', B1: B1 + ',ignore\n',
             'unknown_hosts_filter': WILD_DENY}
     if tamper == 'add-mac':
