@@ -29,6 +29,7 @@ import errno
 import fcntl
 import logging
 import os
+import pwd
 import re
 import stat
 import time
@@ -88,22 +89,33 @@ def os_error(msg, exc):
     return HostsDirError(msg)
 
 
-def unsafe_mode(st, gid=None):
+def unsafe_mode(st):
     """Why a directory with stat ``st`` can be written by someone other
-    than this process's user, its group or root; None if it cannot.
+    than pxefilterd's user, its group and root; None if it cannot.
 
-    :param gid: the daemon's group (default: the effective gid).
+    pxefilterd's user is this process's, or -- when root runs this (e.g.
+    ``pxefilterd-ctl check-config``) -- the directory's owner; its group
+    is that user's primary group (or this process's group).
     """
-    gid = os.getegid() if gid is None else gid
-    if st.st_uid not in (os.geteuid(), 0):
-        return 'owned by uid %d, who may change its mode' % st.st_uid
+    euid = os.geteuid()
+    owner = st.st_uid if euid == 0 else euid
+    groups = {0, _primary_gid(owner), os.getegid()}
     if st.st_mode & stat.S_IWOTH:
         return 'writable by every user (mode %04o)' % stat.S_IMODE(
             st.st_mode)
-    if st.st_mode & stat.S_IWGRP and st.st_gid not in (gid, 0):
+    if st.st_mode & stat.S_IWGRP and st.st_gid not in groups:
         return ('writable by group %d, which is not pxefilterd\'s (mode '
                 '%04o)' % (st.st_gid, stat.S_IMODE(st.st_mode)))
+    if st.st_uid not in (owner, 0):
+        return 'owned by uid %d, who may change its mode' % st.st_uid
     return None
+
+
+def _primary_gid(uid):
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
 
 
 def file_name(key):

@@ -559,3 +559,22 @@ def test_a_staging_dir_others_can_write_is_refused(tmp_path):
     os.chmod(store.staging, 0o777)
     with pytest.raises(hostsdir.HostsDirError, match='staging'):
         store.check()
+
+
+def test_root_checks_a_hostsdir_on_behalf_of_its_owner(tmp_path):
+    """``pxefilterd-ctl check-config`` run by root must accept the shipped
+    layout: owned by pxefilterd, 0755 (or 0775 with its own group)."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root')
+    path = tmp_path / 'hostsdir'
+    path.mkdir()
+    staging = tmp_path / '.hostsdir.staging'
+    staging.mkdir()
+    for d in (path, staging):
+        os.chown(d, 4242, 4242)
+        d.chmod(0o755)
+    hostsdir.HostsDir(str(path)).check()
+    st = os.stat(path)
+    assert hostsdir.unsafe_mode(st) is None
+    path.chmod(0o775)      # group 4242 is not uid 4242's (no such user)
+    assert 'group 4242' in hostsdir.unsafe_mode(os.stat(path))
