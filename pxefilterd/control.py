@@ -9,10 +9,14 @@ The socket is a Unix stream socket (``[DEFAULT] control_socket``), mode 0660:
 its owner (pxefilterd's user), its group and root may ask; nobody else.  It
 only reads: nothing sent to it changes what the daemon does.
 
-Threads: :class:`ControlServer` accepts and reads in a thread of its own and
-hands each request to ``ask`` (the service's, which has the loop thread
-answer it, so the view is only ever read by its owner).  A slow or silent
-client costs that thread :data:`CLIENT_TIMEOUT` at most, never the loop.
+Threads: :class:`ControlServer` is a bounded server
+(:class:`pxefilterd.sockserve.BoundedServer`): one thread reads every request
+and sends every answer, without blocking, so a slow or silent client holds
+only its own connection, for
+:data:`CLIENT_TIMEOUT` in total at most, never the loop nor another client.
+Two worker threads hand complete requests to ``ask`` (the service's, which
+has the loop thread answer it, so the view is only ever read by its owner).
+A request that is not a JSON object gets a one-line error answer.
 """
 
 import json
@@ -20,7 +24,8 @@ import logging
 import os
 import socket
 import stat
-import threading
+
+from pxefilterd import sockserve
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +33,10 @@ LOG = logging.getLogger(__name__)
 CLIENT_TIMEOUT = 5.0
 #: Longest request accepted (bytes).
 MAX_REQUEST = 4096
+#: Connections open at once, and per connecting user (uid): one user
+#: cannot take every slot from the others.
+MAX_CONNECTIONS = 32
+MAX_PER_USER = 8
 SOCKET_MODE = 0o660
 
 
@@ -59,9 +68,9 @@ class ControlServer:
     """Serves ``ask(request) -> answer`` on a Unix socket.
 
     :param path: the socket's path (its directory must exist).
-    :param ask: callable(dict) -> dict, called in the server thread; it may
+    :param ask: callable(dict) -> dict, called in a worker thread; it may
         block up to ``CLIENT_TIMEOUT`` (the service hands the request to
-        its loop).
+        its loop), which holds that worker, not the other clients.
     :raises ControlError: the socket cannot be made.
     """
 
@@ -79,61 +88,57 @@ class ControlServer:
             self._sock.close()
             raise ControlError('cannot bind %s: %s'
                                % (path, exc.strerror or exc)) from exc
-        self._sock.listen(8)
+        self._sock.listen(16)
         self._inode = os.stat(path).st_ino
-        self._thread = threading.Thread(target=self._serve,
-                                        name='control-socket', daemon=True)
+        self._server = sockserve.BoundedServer(
+            self._sock, b'\n', self._answer, name='control-socket',
+            max_connections=MAX_CONNECTIONS, max_per_peer=MAX_PER_USER,
+            deadline=CLIENT_TIMEOUT, max_request=MAX_REQUEST, workers=2,
+            peer_of=sockserve.unix_peer_uid)
 
     def start(self):
-        self._thread.start()
+        self._server.start()
 
     def alive(self):
-        return self._thread.is_alive()
+        return self._server.alive()
 
     def close(self):
         """Stop serving and remove the socket (if it is still ours)."""
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()
+        self._server.close()
         try:
             if os.stat(self.path).st_ino == self._inode:
                 os.unlink(self.path)
         except OSError:
             pass
 
-    def _serve(self):
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return        # closed
-            with conn:
-                try:
-                    self._handle(conn)
-                except OSError as exc:
-                    LOG.debug('Control socket client went away: %s', exc)
-                except Exception:
-                    LOG.exception('Control socket request failed')
-
-    def _handle(self, conn):
-        conn.settimeout(CLIENT_TIMEOUT)
-        data = b''
-        while b'\n' not in data and len(data) <= MAX_REQUEST:
-            chunk = conn.recv(1024)
-            if not chunk:
-                break
-            data += chunk
+    def _answer(self, data):
+        """One request line in, one answer line out (in a worker)."""
         try:
-            request = json.loads(data.split(b'\n', 1)[0] or b'null')
-            if not isinstance(request, dict):
-                raise ValueError('a request is a JSON object')
+            request = parse_request(data)
         except ValueError as exc:
             answer = {'ok': False, 'error': 'bad request: %s' % exc}
         else:
             answer = self._ask(request)
-        conn.sendall(json.dumps(answer, sort_keys=True).encode() + b'\n')
+        return json.dumps(answer, sort_keys=True).encode() + b'\n'
+
+
+def parse_request(data):
+    """Return the request (a dict) that ``data``'s first line holds.
+
+    :raises ValueError: with a one-line reason: too long, not JSON, nested
+        too deep for the parser, not an object.
+    """
+    if len(data) > MAX_REQUEST:
+        raise ValueError('longer than %d bytes' % MAX_REQUEST)
+    try:
+        request = json.loads(data.split(b'\n', 1)[0] or b'null')
+    except RecursionError:
+        raise ValueError('nested too deeply') from None
+    except ValueError as exc:
+        raise ValueError('not JSON (%s)' % exc) from None
+    if not isinstance(request, dict):
+        raise ValueError('a request is a JSON object')
+    return request
 
 
 def ask(path, request, timeout=CLIENT_TIMEOUT):

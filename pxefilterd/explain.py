@@ -144,17 +144,43 @@ def add_disk(result, store, key):
                                   hostsdir.file_name(macs.WILDCARD))
             action = hostsdir.parse(macs.WILDCARD, _bytes(_read(record)))
             says = action.value if action else None
+    answers = ('a DHCP offer: it may PXE boot' if says == 'allow'
+               else 'nothing: its DHCP requests are ignored'
+               if says == 'deny' else
+               'unknown: no valid record (dnsmasq offers to '
+               'MACs it has no record for)')
+    doubt = foreign_doubt(store, result)
+    if doubt:
+        answers = 'not known for sure: %s' % doubt
     result['serves'] = {
         'record': record,
         'says': says,
-        'dnsmasq_answers': ('a DHCP offer: it may PXE boot' if says == 'allow'
-                            else 'nothing: its DHCP requests are ignored'
-                            if says == 'deny' else
-                            'unknown: no valid record (dnsmasq offers to '
-                            'MACs it has no record for)'),
+        'dnsmasq_answers': answers,
         'agrees': says == result.get('action'),
+        'foreign': doubt,
     }
     return result
+
+
+def foreign_doubt(store, result):
+    """Why dnsmasq may answer from a record pxefilterd did not write, or
+    None: a foreign entry in the hostsdir now, or one that the running
+    daemon says dnsmasq has not been made to forget yet (dnsmasq reads
+    forms of addresses no scan can be sure to recognise, and keeps what it
+    read until a reload)."""
+    try:
+        foreign = sorted(name for name in os.listdir(store.path)
+                         if hostsdir.key_for_name(name) is None)
+    except OSError:
+        foreign = []
+    if foreign:
+        return ('foreign entries in the hostsdir (%s) may hold a record '
+                'for it' % ', '.join(repr(n[:40]) for n in foreign[:3]))
+    if (result.get('dnsmasq') or {}).get('foreign_records'):
+        return ('dnsmasq may still hold a record read from a foreign entry '
+                '(the reload that makes it forget has not succeeded yet: '
+                'see the daemon log)')
+    return None
 
 
 def _bytes(data):
@@ -213,6 +239,8 @@ def render(result, out):
     if serves is not None:
         out.write('  dnsmasq:   answers %s (from %s)\n'
                   % (serves['dnsmasq_answers'], serves['record']))
+        if serves.get('foreign'):
+            out.write('  WARNING:   %s\n' % serves['foreign'])
         if not serves['agrees']:
             out.write('  NOTE:      the record on disk does not say what was '
                       'decided yet (a write pending, paced, or failing: see '

@@ -26,6 +26,10 @@ class Helpers:
         their stop command).
     :param wake: callable waking the loop thread.
     :param ask: callable(request) answering a control request.
+    :param forget: callable(why) having dnsmasq forget what it may have
+        read from foreign hostsdir entries (a reload: see
+        :meth:`pxefilterd.writer.Writer.forget`), called after a repair
+        that met any.
     :ivar guard_factory: callable(stop Command, lock_fd) returning a guard,
         or None for no guard.
     :ivar watcher_factory: callable(path, wake) returning a watcher, or
@@ -37,12 +41,13 @@ class Helpers:
     :ivar heals: hostsdir entries repaired.
     """
 
-    def __init__(self, store, cmds, wake, ask, guard_factory=None,
+    def __init__(self, store, cmds, wake, ask, forget, guard_factory=None,
                  watcher_factory=None, control_factory=None):
         self.store = store
         self.cmds = cmds
         self._wake = wake
         self._ask = ask
+        self._forget = forget
         self.guard_factory = guard_factory
         self.watcher_factory = watcher_factory
         self.control_factory = control_factory
@@ -178,6 +183,7 @@ class Helpers:
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
             self.watcher.events_lost()
+        self._forget_foreign()
 
     def rescan(self):
         """Compare every entry of the hostsdir with the index; repair."""
@@ -187,3 +193,14 @@ class Helpers:
                 LOG.warning('Hostsdir tampering: %s', msg)
         except hostsdir_mod.TransientWriteError as exc:
             LOG.error('Could not repair the hostsdir: %s', exc)
+            if self.watcher is not None:
+                self.watcher.events_lost()      # rescan at the next turn
+        self._forget_foreign()
+
+    def _forget_foreign(self):
+        """After a repair: dnsmasq forgets what it read from foreign
+        entries, whatever form their records took."""
+        found = self.store.take_foreign()
+        if found:
+            self._forget('%s%s' % (found[0], ' and %d more' % (
+                len(found) - 1) if len(found) > 1 else ''))

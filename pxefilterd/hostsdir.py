@@ -29,6 +29,7 @@ import errno
 import fcntl
 import logging
 import os
+import pwd
 import re
 import stat
 import time
@@ -43,10 +44,17 @@ LOCK_FILE = 'lock'
 QUARANTINE_DIR = 'quarantine'
 _TMP_SUFFIX = '.tmp'
 # Errors after which the next sync may succeed; anything else is fatal.
+# EMFILE/ENFILE: descriptors run out for a while (a flood of clients, another
+# process); they come back, and exiting would only hand dnsmasq to the guard.
 TRANSIENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EINTR,
-                              errno.EAGAIN, errno.ENOMEM})
+                              errno.EAGAIN, errno.ENOMEM, errno.EMFILE,
+                              errno.ENFILE, errno.ENOBUFS})
 # Errors of this process, not of the file being read.
 _PROCESS_LIMITS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM})
+# Longest part of a foreign entry's name kept in its quarantine name: the
+# suffix must fit in NAME_MAX (255) whatever the name.
+_QUARANTINE_NAME_MAX = 100
+_QUARANTINE_SAFE_RE = re.compile(r'[^A-Za-z0-9._:-]')
 _MAC_TOKEN_RE = re.compile(rb'(?<![0-9A-Fa-f:])[0-9A-Fa-f]{2}'
                            rb'(?:[:-][0-9A-Fa-f]{2}){5}(?![0-9A-Fa-f:])')
 _CLIENT_ID_TOKEN_RE = re.compile(rb'[iI][dD]:[0-9A-Fa-f]{2}'
@@ -73,6 +81,43 @@ class HostsDirLocked(HostsDirError):
 
 class TransientWriteError(HostsDirError):
     """A write failed in a way the next sync may overcome (e.g. ENOSPC)."""
+
+
+def os_error(msg, exc):
+    """The HostsDirError for ``exc`` (an OSError): TransientWriteError when
+    a later try may succeed (:data:`TRANSIENT_ERRNOS`), else fatal."""
+    if exc.errno in TRANSIENT_ERRNOS:
+        return TransientWriteError(msg)
+    return HostsDirError(msg)
+
+
+def unsafe_mode(st):
+    """Why a directory with stat ``st`` can be written by someone other
+    than pxefilterd's user, its group and root; None if it cannot.
+
+    pxefilterd's user is this process's, or -- when root runs this (e.g.
+    ``pxefilterd-ctl check-config``) -- the directory's owner; its group
+    is that user's primary group (or this process's group).
+    """
+    euid = os.geteuid()
+    owner = st.st_uid if euid == 0 else euid
+    groups = {0, _primary_gid(owner), os.getegid()}
+    if st.st_mode & stat.S_IWOTH:
+        return 'writable by every user (mode %04o)' % stat.S_IMODE(
+            st.st_mode)
+    if st.st_mode & stat.S_IWGRP and st.st_gid not in groups:
+        return ('writable by group %d, which is not pxefilterd\'s (mode '
+                '%04o)' % (st.st_gid, stat.S_IMODE(st.st_mode)))
+    if st.st_uid not in (owner, 0):
+        return 'owned by uid %d, who may change its mode' % st.st_uid
+    return None
+
+
+def _primary_gid(uid):
+    try:
+        return pwd.getpwuid(uid).pw_gid
+    except KeyError:
+        return None
 
 
 def file_name(key):
@@ -186,13 +231,29 @@ class HostsDir:
         self.track_own_writes = False
         self._own = {}
         self._lock_fd = None
+        # What dnsmasq may have read from foreign entries since the last
+        # take_foreign(): descriptions, oldest first.
+        self._foreign = []
 
     # -- set-up -----------------------------------------------------------
 
     def check(self):
-        """Check that the directory is usable; raise HostsDirError if not."""
+        """Check that the directory is usable; raise HostsDirError if not.
+
+        Refused, besides the obvious (missing, not writable, staging on
+        another filesystem): a hostsdir or staging directory that anyone
+        but pxefilterd's user, its group and root can write -- whoever can
+        drop a file there decides who boots, and no repair is faster than
+        dnsmasq reading it (see :func:`unsafe_mode`).
+        """
         if not os.path.isdir(self.path):
             raise HostsDirError('%s: directory does not exist' % self.path)
+        why = unsafe_mode(os.stat(self.path))
+        if why:
+            raise HostsDirError(
+                '%s: %s: anyone who can write there decides who may PXE '
+                'boot; make it 0755 (owned by pxefilterd\'s user)'
+                % (self.path, why))
         if not os.access(self.path, os.W_OK | os.X_OK):
             raise HostsDirError('%s: directory is not writable' % self.path)
         try:
@@ -203,6 +264,12 @@ class HostsDir:
         if not os.access(self.staging, os.W_OK | os.X_OK):
             raise HostsDirError('%s: staging directory is not writable'
                                 % self.staging)
+        why = unsafe_mode(os.stat(self.staging))
+        if why:
+            raise HostsDirError(
+                '%s: staging directory %s: files are prepared there before '
+                'they are renamed into the hostsdir; make it 0755'
+                % (self.staging, why))
         if os.stat(self.staging).st_dev != os.stat(self.path).st_dev:
             raise HostsDirError(
                 '%s: staging directory is not on the same filesystem as %s '
@@ -470,10 +537,8 @@ class HostsDir:
             os.rename(tmp, target)
         except OSError as exc:
             _unlink_quietly(tmp)
-            msg = 'cannot write %s: %s' % (target, exc.strerror or exc)
-            if exc.errno in TRANSIENT_ERRNOS:
-                raise TransientWriteError(msg) from exc
-            raise HostsDirError(msg) from exc
+            raise os_error('cannot write %s: %s' % (
+                target, exc.strerror or exc), exc) from exc
         return ino
 
     def remove(self, keys):
@@ -500,7 +565,17 @@ class HostsDir:
           staging files, and every MAC (and the wildcard) it mentions is
           rewritten so that our record is the newest dnsmasq has read.
 
-        :raises TransientWriteError, HostsDirError: as :meth:`write`.
+        dnsmasq accepts more address forms than any scan here recognises
+        (``52:54:0:0:0:99``, ``525400000099``, a hardware type prefix...)
+        and never forgets a record, so re-asserting our records cannot undo
+        what it read from a foreign entry.  Every foreign entry (and every
+        MAC file whose content is not one of our forms) is therefore also
+        reported by :meth:`take_foreign`: the caller must have dnsmasq
+        re-read the directory (a reload) after this repair.
+
+        :raises TransientWriteError: a later try may succeed (e.g. out of
+            file descriptors); nothing was lost, try again.
+        :raises HostsDirError: as :meth:`write`.
         """
         path = os.path.join(self.path, name)
         key = key_for_name(name)
@@ -521,8 +596,8 @@ class HostsDir:
         except FileNotFoundError:
             mode = None
         except OSError as exc:
-            raise HostsDirError('cannot look at %s: %s'
-                                % (path, exc.strerror)) from exc
+            raise os_error('cannot look at %s: %s'
+                           % (path, exc.strerror), exc) from exc
         if mode is not None and not stat.S_ISREG(mode):
             return self._quarantine_special(name, path, key)
         if key is None:
@@ -533,6 +608,9 @@ class HostsDir:
         except FileNotFoundError:
             data, found = None, None
         except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise os_error('cannot read %s: %s' % (
+                    path, exc.strerror), exc) from exc
             data, found = ('<unreadable: %s>' % exc.strerror).encode(), None
         if data is None and key not in self.index:
             return None   # e.g. removed by compaction: nothing was decided
@@ -540,6 +618,10 @@ class HostsDir:
         if data is not None and found is expected:
             return None
         self.write(key, expected)
+        if data is not None and found is None:
+            # Not one of our forms: dnsmasq may have read records for other
+            # addresses from it, in forms no scan here recognises.
+            self._foreign.append('%s held %r' % (path, data[:64]))
         if data is None:
             what = 'was deleted'
         else:
@@ -554,16 +636,35 @@ class HostsDir:
             expected = self.index.get(macs.WILDCARD, Action.DENY)
         return expected
 
+    def take_foreign(self):
+        """Return (and forget) the descriptions of the foreign entries met
+        since the last call; non-empty means dnsmasq may hold records we
+        did not write and must re-read the directory."""
+        found, self._foreign = self._foreign, []
+        return found
+
     def _move_to_quarantine(self, name):
         """Move ``name`` to the quarantine directory beside the staging
-        files; return where, or None if it vanished meanwhile."""
+        files; return where, or None if it vanished meanwhile.
+
+        The quarantine name is the entry's name cut to a safe length and
+        alphabet, plus a unique suffix: any name that can exist in the
+        hostsdir can be moved.
+
+        :raises TransientWriteError, HostsDirError: it cannot be moved.
+        """
         qdir = os.path.join(self.staging, QUARANTINE_DIR)
-        os.makedirs(qdir, mode=0o700, exist_ok=True)
-        target = os.path.join(qdir, '%s.%d' % (name, time.time_ns()))
+        safe = _QUARANTINE_SAFE_RE.sub(
+            '_', name[:_QUARANTINE_NAME_MAX]) or '_'
+        target = os.path.join(qdir, '%s.%d' % (safe, time.time_ns()))
         try:
+            os.makedirs(qdir, mode=0o700, exist_ok=True)
             os.rename(os.path.join(self.path, name), target)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise os_error('cannot move %r out of %s: %s' % (
+                name, self.path, exc.strerror or exc), exc) from exc
         return target
 
     def _move_away(self, name):
@@ -577,11 +678,11 @@ class HostsDir:
                     if stat.S_ISDIR(mode) else
                     'not a regular file (mode %o)' % stat.S_IFMT(mode))
         except FileNotFoundError:
-            return '%s vanished' % path
+            return '%r vanished' % path
         target = self._move_to_quarantine(name)
         if target is None:
-            return '%s (%s) vanished' % (path, kind)
-        return '%s was %s; moved to %s' % (path, kind, target)
+            return '%r (%s) vanished' % (path, kind)
+        return '%r was %s; moved to %s' % (path, kind, target)
 
     def _quarantine_special(self, name, path, key):
         """A symlink, directory or other special entry: dnsmasq follows
@@ -592,6 +693,7 @@ class HostsDir:
         if os.path.islink(path):
             data = self._read_target(path)
         what = self._move_away(name)
+        self._foreign.append(what)
         reasserted = self._mentioned(data)
         if key is not None:
             reasserted.add(key)
@@ -634,17 +736,24 @@ class HostsDir:
     def _quarantine(self, name, path):
         try:
             data = self._read(path)
-        except OSError:
+        except (FileNotFoundError, IsADirectoryError):
             return None   # gone again, or a directory: nothing to undo
+        except OSError as exc:
+            if exc.errno in TRANSIENT_ERRNOS:
+                raise os_error('cannot read %s: %s' % (
+                    path, exc.strerror), exc) from exc
+            data = b''    # e.g. unreadable: moved away all the same
         target = self._move_to_quarantine(name)
         if target is None:
             target = '(nowhere: it vanished)'
+        self._foreign.append('foreign file %r' % name)
         # A key ironic does not know gets the wildcard's state: a foreign
         # allow for it would otherwise beat our wildcard deny.
         reasserted = self._mentioned(data)
         for key in sorted(reasserted):
             self.write(key, self._expected(key))
-        return ('foreign file %s moved to %s; %d of our records re-asserted'
+        # (repr: the name is anyone's, newlines included)
+        return ('foreign file %r moved to %s; %d of our records re-asserted'
                 % (path, target, len(reasserted)))
 
     def rescan(self):
@@ -654,9 +763,13 @@ class HostsDir:
         of :meth:`heal`.  Streams the directory: at 100k files a set of
         every name would add ~10 MB to the daemon's peak memory.
         """
-        with os.scandir(self.path) as entries:
-            names = (entry.name for entry in entries)
-            messages = [msg for msg in map(self.heal, names) if msg]
+        try:
+            with os.scandir(self.path) as entries:
+                names = (entry.name for entry in entries)
+                messages = [msg for msg in map(self.heal, names) if msg]
+        except OSError as exc:
+            raise os_error('cannot list %s: %s' % (
+                self.path, exc.strerror or exc), exc) from exc
         # Files of the index that are missing (deleted while unwatched).
         # A separate pass: entries renamed in during the scan may or may
         # not have been listed.

@@ -18,14 +18,22 @@ Nothing is pushed or counted twice: a custom collector reads the service's
 service offers a ``sync_observers`` list (callables given the duration of
 each full sync); otherwise it is a gauge of the last full sync's duration.
 
+The HTTP server is bounded (see :class:`MetricsServer`): no client can make
+it hold more than a few dozen descriptors or any thread beyond its own two.
+
 Reading ``stats`` from the HTTP thread without a lock is safe: each field
 is one attribute read, and a scrape may at worst mix two consecutive syncs.
 """
 
 import logging
+import socket
+import urllib.parse
 
 import prometheus_client
 from prometheus_client import core
+from prometheus_client import exposition
+
+from pxefilterd import sockserve
 
 LOG = logging.getLogger(__name__)
 
@@ -33,6 +41,12 @@ LOG = logging.getLogger(__name__)
 #: seconds for 100k ports on a slow ironic.
 SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
                 120.0)
+#: Open connections at most; more are accepted and closed at once.
+MAX_CONNECTIONS = 32
+#: Seconds from accept to the end of the answer, whatever the client does.
+DEADLINE = 5.0
+#: Longest request head accepted (bytes).
+MAX_REQUEST = 8192
 
 
 class ServiceCollector(prometheus_client.registry.Collector):
@@ -148,23 +162,93 @@ def make_registry(svc):
     return registry
 
 
+class MetricsServer:
+    """The metrics endpoint: a :class:`sockserve.BoundedServer` speaking
+    just enough HTTP/1.0 for a Prometheus scrape.
+
+    Bounded like every side service (see :mod:`pxefilterd.sockserve`): at
+    most :data:`MAX_CONNECTIONS` open connections, :data:`DEADLINE` seconds
+    each from accept to the last byte of the answer, one serving thread and
+    one worker whatever the clients do.  A scrape costs one request per
+    connection (``Connection: close``).
+    """
+
+    def __init__(self, registry, address, port):
+        self._registry = registry
+        family = socket.AF_INET6 if ':' in address else socket.AF_INET
+        listener = socket.create_server((address, port), family=family,
+                                        backlog=64)
+        self.server_address = listener.getsockname()
+        self._server = sockserve.BoundedServer(
+            listener, b'\r\n\r\n', self.answer, name='metrics-http',
+            max_connections=MAX_CONNECTIONS, deadline=DEADLINE,
+            max_request=MAX_REQUEST, workers=1)
+        self._server.start()
+
+    def alive(self):
+        return self._server.alive()
+
+    def open_connections(self):
+        return self._server.open_connections()
+
+    def shutdown(self):
+        """Stop serving; idempotent."""
+        self._server.close()
+
+    def server_close(self):
+        self._server.close()
+
+    def answer(self, request):
+        """Return the HTTP answer (bytes) to one request (bytes)."""
+        head = request.split(b'\r\n\r\n', 1)[0]
+        lines = head.split(b'\r\n')
+        parts = lines[0].split()
+        if len(request) > MAX_REQUEST or b'\r\n\r\n' not in request:
+            return _http(400, b'incomplete or oversized request\n')
+        if len(parts) != 3 or parts[0] not in (b'GET', b'HEAD'):
+            return _http(405, b'only GET and HEAD\n')
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(b':')
+            headers[name.strip().lower()] = value.strip().decode(
+                'latin-1')
+        registry = self._registry
+        query = urllib.parse.parse_qs(
+            urllib.parse.urlsplit(parts[1].decode('latin-1')).query)
+        if 'name[]' in query:
+            registry = registry.restricted_registry(query['name[]'])
+        encoder, content_type = exposition.choose_encoder(
+            headers.get(b'accept', ''))
+        body = encoder(registry)
+        return _http(200, body, content_type,
+                     head_only=parts[0] == b'HEAD')
+
+
+def _http(code, body, content_type='text/plain; charset=utf-8',
+          head_only=False):
+    reason = {200: 'OK', 400: 'Bad Request',
+              405: 'Method Not Allowed'}[code]
+    head = ('HTTP/1.0 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n'
+            'Connection: close\r\n\r\n'
+            % (code, reason, content_type, len(body))).encode('latin-1')
+    return head if head_only else head + body
+
+
 def start_server(conf, svc):
     """Serve ``svc``'s metrics over HTTP if ``[metrics] enabled``.
 
     The server runs in a daemon thread on ``[metrics] listen_address`` and
-    ``listen_port``; call ``shutdown()`` then ``server_close()`` on it to
-    stop it.
+    ``listen_port``; call ``shutdown()`` on it to stop it.
 
-    :returns: the HTTP server, or None when metrics are disabled.
+    :returns: the :class:`MetricsServer`, or None when metrics are
+        disabled.
     :raises OSError: the address cannot be bound (e.g. port in use).
     """
     group = conf.metrics
     if not group.enabled:
         return None
     registry = make_registry(svc)
-    result = prometheus_client.start_http_server(
-        group.listen_port, addr=group.listen_address, registry=registry)
-    server = result[0] if isinstance(result, tuple) else result
+    server = MetricsServer(registry, group.listen_address, group.listen_port)
     LOG.info('Serving metrics on http://%s:%d/metrics',
              group.listen_address, group.listen_port)
     return server

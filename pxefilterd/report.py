@@ -173,7 +173,8 @@ class Report:
             failed_closed=self.stats.failed_closed,
             last_contact=self.stats.last_contact or None,
             dnsmasq={'state': self.stats.dnsmasq_state,
-                     'detail': self.stats.dnsmasq_detail},
+                     'detail': self.stats.dnsmasq_detail,
+                     'foreign_records': self.writer.foreign_live()},
             pid=os.getpid())
 
     def reason(self, key):

@@ -105,9 +105,10 @@ class Service:
         self.report = report.Report(self)
         self.intake = intake.Intake(client, lambda: self.settings, clock,
                                     self.wake, self.sync_observers)
-        self.helpers = helpers.Helpers(store, cmds, self.wake,
-                                       self.report.ask, guard_factory,
-                                       watcher_factory, control_factory)
+        self.helpers = helpers.Helpers(
+            store, cmds, self.wake, self.report.ask,
+            lambda why: self.writer.forget(why), guard_factory,
+            watcher_factory, control_factory)
         self.supervisor = supervisor.Supervisor(managed=bool(cmds.start),
                                                 observed=bool(pid_file))
         self.runner = dnsmasq_mod.CommandRunner(wake=self.wake)

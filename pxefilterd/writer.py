@@ -63,10 +63,14 @@ class Writer:
         self._settings = settings
         self._clock = clock
         self._runner = runner or dnsmasq.Immediate()
-        self._reload_job = None      # (future, why, doubt) in flight
+        self._reload_job = None      # (future, why, doubt, seq) in flight
         self._reload_queued = None   # (why, doubt) to run after it
         self._serving = serving
         self._started = False
+        # Foreign entries met (forget() calls), and how many of them a
+        # successful reload (or start) of dnsmasq has made it forget.
+        self._foreign_seen = 0
+        self._foreign_forgotten = 0
         self.pending = 0
         self.reloads = 0
         self.reload_failures = 0
@@ -108,6 +112,11 @@ class Writer:
             from the store; the index still describes the disk.
         """
         self._settle_reload()
+        if (self.serving and self._reload_job is None
+                and self.foreign_live() and self.reload_usable()):
+            # the reload after a foreign entry failed: try it again, at
+            # the pace of its backoff
+            self.run_reload('foreign entry, again', set(self.store.index))
         changes = policy.diff(self.store.current(), desired)
         for key in self._unsure:
             if key not in changes:
@@ -202,18 +211,56 @@ class Writer:
             self._reload_queued = (queued_why, queued | set(doubt))
             return
         self._reload_job = (self._runner.submit(self.reload), why,
-                            set(doubt))
+                            set(doubt), self._foreign_seen)
         self._settle_reload()
+
+    def forget(self, why):
+        """dnsmasq may have read records from a foreign entry, now gone
+        (quarantined or repaired): have it re-read the directory.
+
+        Whatever form those records took, only a reload drops them.  When
+        there is none (no reload command, or it fails), every file of ours
+        is written again, paced, so that our record is the newest dnsmasq
+        has for every address we know; addresses we do not know keep the
+        foreign record until dnsmasq restarts (logged).  While dnsmasq is
+        not serving yet the reload waits until it is (a start in flight may
+        have read the entry): :meth:`converge` runs it.
+        """
+        self._foreign_seen += 1
+        everything = set(self.store.index)
+        if self.reload:
+            if not self.serving:
+                return
+            LOG.warning('dnsmasq may hold records read from a foreign '
+                        'entry (%s): reloading it so that it forgets them',
+                        why)
+            self.run_reload('foreign entry', everything)
+            return
+        LOG.error('dnsmasq may hold records from a foreign hostsdir entry '
+                  '(%s) and there is no dnsmasq_reload_command to make it '
+                  'forget them: writing our %d file(s) again, paced; '
+                  'addresses pxefilterd has no file for keep that record '
+                  'until dnsmasq restarts', why, len(everything))
+        self._unsure |= everything
+        self.pending = max(self.pending, len(self._unsure))
+
+    def foreign_live(self):
+        """True while dnsmasq may still answer from a foreign record (a
+        foreign entry was met and no reload since has succeeded, as of
+        the last call of :meth:`converge`)."""
+        return self._foreign_forgotten < self._foreign_seen
 
     def _settle_reload(self):
         """Take in the outcome of a finished reload."""
         if self._reload_job is None or not self._reload_job[0].done():
             return
-        future, why, doubt = self._reload_job
+        future, why, doubt, foreign_seen = self._reload_job
         self._reload_job = None
         exc = future.exception()
         if exc is None:
             self.reloads += 1
+            self._foreign_forgotten = max(self._foreign_forgotten,
+                                          foreign_seen)
             self._backoff.succeeded()
             self._reload_after = 0.0
         else:

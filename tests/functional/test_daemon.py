@@ -177,7 +177,8 @@ def test_ironic_down_at_start_dnsmasq_waits(daemon, fake):
 
 
 @pytest.mark.parametrize('tamper', ['edit', 'delete', 'truncate', 'rename',
-                                    'add-foreign', 'add-mac'])
+                                    'add-foreign', 'add-mac',
+                                    'add-long-name'])
 def test_tampering_is_healed(daemon, fake, tamper):
     d = daemon().start()
     wait_for(d.dnsmasq_running)
@@ -195,6 +196,9 @@ def test_tampering_is_healed(daemon, fake, tamper):
         (d.hostsdir / 'evil').write_text(A1 + '\n')
     elif tamper == 'add-mac':
         (d.hostsdir / '52:54:00:00:00:c1').write_text('52:54:00:00:00:c1\n')
+    elif tamper == 'add-long-name':
+        # its quarantine name used to exceed NAME_MAX: the daemon exited
+        (d.hostsdir / ('x' * 250)).write_text(A1 + '\n')
     want = {A1: A1 + ',ignore\n', B1: B1 + ',ignore\n',
             'unknown_hosts_filter': WILD_DENY}
     if tamper == 'add-mac':
@@ -234,3 +238,49 @@ def test_noop_driver_lives_under_the_shipped_unit(daemon, tmp_path):
         assert d.files() == {}
     finally:
         notify.close()
+
+
+def test_a_flood_of_idle_metrics_connections_leaves_the_daemon_converging(
+        daemon, fake):
+    """Security review: each idle connection to the metrics port used to
+    hold a thread and a descriptor; with the descriptors used up, the next
+    decision change failed with EMFILE, which was fatal.  Here the daemon
+    gets 256 descriptors and 400 idle loopback connections (closed by the
+    test itself): it keeps running and still writes the next change."""
+    import resource
+    import socket
+    c1 = '52:54:00:00:00:c1'
+    node = fake.add_node()
+    fake.add_port(node, c1)
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        port = s.getsockname()[1]
+    d = daemon(extra='[metrics]\nenabled = True\nlisten_address = '
+                     '127.0.0.1\nlisten_port = %d\n' % port)
+    d.log = open(d.logfile, 'wb')
+    d.proc = subprocess.Popen(
+        [sys.executable, '-m', 'pxefilterd.cmd.daemon',
+         '--config-file', str(d.conf)],
+        stdout=d.log, stderr=subprocess.STDOUT,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE,
+                                              (256, 256)))
+    wait_for(d.dnsmasq_running, what='dnsmasq start')
+    clients = []
+    try:
+        for _ in range(400):
+            try:
+                clients.append(socket.create_connection(('127.0.0.1', port),
+                                                        timeout=2))
+            except OSError:
+                break      # refused: the backlog is full, which is fine
+        time.sleep(1.0)
+        fake.set_node(node, provision_state='inspect wait')
+        wait_for(lambda: d.files().get(c1) == c1 + '\n', timeout=15,
+                 what='the change written during the flood')
+        assert d.proc.poll() is None, d.output()[-2000:]
+    finally:
+        for c in clients:
+            c.close()
+    assert 'Too many open files' not in d.output()
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0

@@ -188,3 +188,46 @@ def _cmdline(pid):
             return f.read()
     except OSError:
         return b''
+
+
+@pytest.mark.parametrize('form', ['single-digit', 'one-group',
+                                  'mac-file-other-mac'])
+def test_a_foreign_record_in_any_form_is_forgotten_within_3s(
+        enroll, ironic, runner_factory, probe, dnsmasq_instance,
+        harness_tmp, form):
+    """dnsmasq reads MACs in more forms than pxefilterd recognises
+    (``52:54:0:0:0:99``, ``525400000099``...) and keeps what it read: a
+    foreign entry allowing a denied MAC is quarantined AND dnsmasq is made
+    to re-read the directory, so that MAC gets no offer within 3 s."""
+    (a, a_macs, _), (b, b_macs, _) = enroll(2)
+    runner = runner_factory(options={'pxe_filter': FEED_ONLY}).start()
+    runner.wait_ready()
+    ironic.inspect(a)
+    eventually(probe, allowed=a_macs + [UNKNOWN], denied=b_macs)
+    denied = b_macs[0]
+    octets = denied.split(':')
+    if form == 'single-digit':
+        # 52:54:00:00:00:10 -> 52:54:0:0:0:10
+        line = ':'.join('%x' % int(o, 16) for o in octets)
+        name = 'evil'
+    elif form == 'one-group':
+        line, name = ''.join(octets), 'evil'
+    else:
+        # a file named after an allowed MAC, holding the denied one
+        line = ':'.join('%x' % int(o, 16) for o in octets)
+        name = a_macs[0]
+    assert line != denied
+    hostsdir = dnsmasq_instance.hostsdir
+    staged = harness_tmp / 'foreign'
+    staged.write_text(line + '\n')
+    staged.chmod(0o644)
+    os.rename(staged, hostsdir / name)     # one IN_MOVED_TO, as a real drop
+    dropped = time.monotonic()
+    eventually(probe, allowed=a_macs + [UNKNOWN], denied=b_macs, timeout=3)
+    print('foreign %s record forgotten within %.2f s'
+          % (form, time.monotonic() - dropped))
+    # and it stays forgotten: no later answer from it
+    time.sleep(1.0)
+    assert offered(probe, [denied]) == set()
+    assert 'foreign entry' in runner.log_text()
+    assert runner.stop() == 0

@@ -8,6 +8,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 
 import pytest
 
@@ -76,6 +77,107 @@ def test_a_stale_socket_is_replaced_and_a_live_one_refused(sock_path):
 def test_asking_nobody_is_a_control_error(sock_path):
     with pytest.raises(control.ControlError, match='cannot ask'):
         control.ask(sock_path, {'command': 'status'})
+
+
+def _trickle(path, stop, every=0.3):
+    """A client sending one byte every ``every`` s, never a whole line;
+    returns (thread, closed): closed is set when the server hung up."""
+    closed = threading.Event()
+
+    def run():
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(path)
+            s.settimeout(every)
+            while not stop.is_set():
+                try:
+                    s.sendall(b' ')
+                    if s.recv(1) == b'':
+                        break
+                except socket.timeout:
+                    continue
+                except OSError:
+                    break
+        closed.set()
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, closed
+
+
+def test_a_slow_client_never_blocks_another(sock_path):
+    """A client trickling a byte every 0.3 s used to hold the socket for
+    everyone (the timeout was per recv)."""
+    server = control.ControlServer(sock_path, lambda req: {'ok': True})
+    server.start()
+    stop = threading.Event()
+    try:
+        _trickle(sock_path, stop)
+        time.sleep(0.2)
+        assert control.ask(sock_path, {'command': 'status'},
+                           timeout=3) == {'ok': True}
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_a_slow_client_is_cut_at_the_total_deadline(sock_path, monkeypatch):
+    monkeypatch.setattr(control, 'CLIENT_TIMEOUT', 1.0)
+    server = control.ControlServer(sock_path, lambda req: {'ok': True})
+    server.start()
+    stop = threading.Event()
+    try:
+        _, closed = _trickle(sock_path, stop)
+        assert closed.wait(6), 'a trickling client was never cut off'
+    finally:
+        stop.set()
+        server.close()
+
+
+def test_connections_are_capped_per_user(sock_path, monkeypatch):
+    """One user's idle connections cannot take more than MAX_PER_USER
+    slots (the next is closed at once), and cost no thread."""
+    server = control.ControlServer(sock_path, lambda req: {'ok': True})
+    server.start()
+    threads = threading.active_count()
+    held = []
+    try:
+        for _ in range(control.MAX_PER_USER):
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(sock_path)
+            held.append(s)
+        with socket.socket(socket.AF_UNIX) as extra:
+            extra.connect(sock_path)
+            extra.settimeout(3)
+            assert extra.recv(1) == b''      # closed at once
+        assert threading.active_count() <= threads
+    finally:
+        for s in held:
+            s.close()
+        server.close()
+
+
+@pytest.mark.parametrize('garbage', [b'[' * 3000 + b'\n', b'{' * 4000,
+                                     b'x' * 10000])
+def test_bad_input_gets_a_one_line_error_and_no_traceback(sock_path, caplog,
+                                                          garbage):
+    server = control.ControlServer(sock_path, lambda req: {'ok': True})
+    server.start()
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock_path)
+            s.settimeout(5)
+            try:
+                s.sendall(garbage)
+                s.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass      # (the server may answer and close first)
+            answer = s.makefile('rb').readline()
+        answer = json.loads(answer)
+        assert answer['ok'] is False and 'bad request' in answer['error']
+        assert '\n' not in answer['error'] and len(answer['error']) < 200
+        assert not [r for r in caplog.records if r.exc_info]
+        assert control.ask(sock_path, {'command': 'x'}) == {'ok': True}
+    finally:
+        server.close()
 
 
 # -- the daemon's answers ---------------------------------------------------
@@ -269,3 +371,25 @@ def test_explain_refuses_what_is_not_a_mac(tmp_path, capsys):
     code, _ = run('--config-file', conf, 'explain', '52:54:00:00:00')
     assert code == 1
     assert 'is not a MAC address' in capsys.readouterr().err
+
+
+def test_explain_never_claims_nothing_while_a_foreign_record_may_be_live(
+        rig, tmp_path):
+    """Security review: with a foreign file allowing B1 in a form dnsmasq
+    reads (52:54:0:0:0:b1), explain said dnsmasq answers nothing."""
+    r = rig()
+    conf = write_conf(tmp_path, r.dir, r.fake.url, r.sock)
+    code, out = run('--config-file', conf, 'explain', B1)
+    assert 'answers nothing' in out and 'WARNING' not in out
+    (r.dir / 'evil').write_text('52:54:0:0:0:b1\n')   # no watcher here
+    code, out = run('--config-file', conf, 'explain', B1)
+    assert 'answers nothing' not in out
+    assert 'not known for sure' in out and "'evil'" in out
+    # the daemon says when the reload that makes dnsmasq forget is due
+    (r.dir / 'evil').unlink()
+    r.svc.writer._foreign_seen += 1        # as Writer.forget() would
+    code, out = run('--config-file', conf, 'explain', B1, '--format',
+                    'json')
+    result = json.loads(out)
+    assert result['dnsmasq']['foreign_records'] is True
+    assert 'not known for sure' in result['serves']['dnsmasq_answers']

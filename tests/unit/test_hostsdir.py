@@ -488,3 +488,143 @@ def test_an_entry_that_vanishes_while_it_is_quarantined_is_no_error(
     monkeypatch.setattr(os, 'rename', gone_first)
     msg = store.heal('evil', created=True)
     assert 'vanished' in msg and '1 of our records re-asserted' in msg
+
+
+# -- security review: EMFILE is transient, any name is repairable, foreign
+# -- records must be forgotten by dnsmasq, no hostsdir writable by others ---
+
+def _failing_in(directory, err, real_open=os.open):
+    def fake_open(path, *args, **kwargs):
+        if os.fspath(path).startswith(directory):
+            raise OSError(err, os.strerror(err))
+        return real_open(path, *args, **kwargs)
+    return fake_open
+
+
+@pytest.mark.parametrize('err', [errno.EMFILE, errno.ENFILE])
+def test_out_of_descriptors_is_transient_for_writes(store, monkeypatch, err):
+    """"Too many open files" used to be a fatal hostsdir error: the daemon
+    exited whenever something else had used up its descriptors."""
+    monkeypatch.setattr(os, 'open', _failing_in(store.staging, err))
+    with pytest.raises(hostsdir.TransientWriteError,
+                       match='Too many open files'):
+        store.write(M1, Action.DENY)
+    monkeypatch.undo()
+    store.write(M1, Action.DENY)
+    assert listing(store) == {M1: b'52:54:00:00:00:01,ignore\n'}
+
+
+def test_out_of_descriptors_is_transient_for_rescan_and_heal(store,
+                                                             monkeypatch):
+    store.apply({M1: Action.DENY, macs.WILDCARD: Action.DENY})
+    (open(os.path.join(store.path, 'evil'), 'w')).write(M1 + '\n')
+
+    def no_fds(*args, **kwargs):
+        raise OSError(errno.EMFILE, 'Too many open files')
+    monkeypatch.setattr(os, 'scandir', no_fds)
+    with pytest.raises(hostsdir.TransientWriteError):
+        store.rescan()
+    monkeypatch.undo()
+    monkeypatch.setattr(os, 'open', _failing_in(store.path, errno.EMFILE))
+    with pytest.raises(hostsdir.TransientWriteError):
+        store.heal('evil', created=True)
+    monkeypatch.undo()
+    assert store.heal('evil', created=True).startswith('foreign file')
+
+
+def test_an_entry_name_of_any_length_is_quarantined(store):
+    """A 250-character name made the quarantine rename raise ENAMETOOLONG
+    (name + a time suffix > NAME_MAX) and the daemon exit."""
+    store.apply({M1: Action.DENY, macs.WILDCARD: Action.DENY})
+    for name in ('x' * 250, 'a\nb' + 'y' * 240, '\u00e9' * 127):
+        with open(os.path.join(store.path, name), 'w') as f:
+            f.write(M1 + '\n')
+    messages = store.rescan()
+    assert len(messages) == 3
+    assert sorted(listing(store)) == sorted([M1, 'unknown_hosts_filter'])
+    quarantined = os.listdir(os.path.join(store.staging, 'quarantine'))
+    assert len(quarantined) == 3
+    assert all(len(n.encode()) <= 255 and '\n' not in n for n in quarantined)
+    # the message names the entry without letting it forge a log line
+    assert not any('\n' in m for m in messages)
+
+
+@pytest.mark.parametrize('content', [b'52:54:0:0:0:2\n', b'525400000002\n',
+                                     b'01-52:54:00:00:00:02\n', b'junk\n',
+                                     b''])
+def test_every_foreign_entry_is_reported_for_dnsmasq_to_forget(store,
+                                                               content):
+    """dnsmasq reads forms of MAC no scan here recognises: whatever a
+    foreign file holds, the repair reports it (the service reloads)."""
+    store.apply({M1: Action.DENY, M2: Action.DENY,
+                 macs.WILDCARD: Action.DENY})
+    assert store.take_foreign() == []
+    with open(os.path.join(store.path, 'evil'), 'wb') as f:
+        f.write(content)
+    assert store.heal('evil', created=True)
+    found = store.take_foreign()
+    assert len(found) == 1 and 'evil' in found[0]
+    assert store.take_foreign() == []
+
+
+def test_a_mac_file_holding_another_form_is_reported(store):
+    store.apply({M1: Action.ALLOW, M2: Action.DENY,
+                 macs.WILDCARD: Action.DENY})
+    with open(os.path.join(store.path, M1), 'wb') as f:
+        f.write(b'52:54:0:0:0:2\n')       # M2, allowed, in another form
+    assert 'rewritten to allow' in store.heal(M1)
+    assert len(store.take_foreign()) == 1
+    # one of our own forms, edited: rewriting it is enough
+    with open(os.path.join(store.path, M2), 'wb') as f:
+        f.write(b'52:54:00:00:00:02\n')
+    assert 'rewritten to deny' in store.heal(M2)
+    assert store.take_foreign() == []
+
+
+@pytest.mark.parametrize('mode,group,refused', [
+    (0o755, None, False), (0o775, None, False), (0o1777, None, True),
+    (0o757, None, True), (0o775, 4242, True), (0o755, 4242, False)])
+def test_a_hostsdir_others_can_write_is_refused(tmp_path, mode, group,
+                                                refused):
+    path = tmp_path / 'hostsdir'
+    path.mkdir()
+    if group is not None:
+        if os.geteuid() != 0:
+            pytest.skip('needs root to give the directory another group')
+        os.chown(path, -1, group)
+    path.chmod(mode)
+    store = hostsdir.HostsDir(str(path))
+    if refused:
+        with pytest.raises(hostsdir.HostsDirError, match='writ'):
+            store.check()
+    else:
+        store.check()
+
+
+def test_a_staging_dir_others_can_write_is_refused(tmp_path):
+    path = tmp_path / 'hostsdir'
+    path.mkdir()
+    store = hostsdir.HostsDir(str(path))
+    store.check()
+    os.chmod(store.staging, 0o777)
+    with pytest.raises(hostsdir.HostsDirError, match='staging'):
+        store.check()
+
+
+def test_root_checks_a_hostsdir_on_behalf_of_its_owner(tmp_path):
+    """``pxefilterd-ctl check-config`` run by root must accept the shipped
+    layout: owned by pxefilterd, 0755 (or 0775 with its own group)."""
+    if os.geteuid() != 0:
+        pytest.skip('needs root')
+    path = tmp_path / 'hostsdir'
+    path.mkdir()
+    staging = tmp_path / '.hostsdir.staging'
+    staging.mkdir()
+    for d in (path, staging):
+        os.chown(d, 4242, 4242)
+        d.chmod(0o755)
+    hostsdir.HostsDir(str(path)).check()
+    st = os.stat(path)
+    assert hostsdir.unsafe_mode(st) is None
+    path.chmod(0o775)      # group 4242 is not uid 4242's (no such user)
+    assert 'group 4242' in hostsdir.unsafe_mode(os.stat(path))

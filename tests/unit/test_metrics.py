@@ -1,7 +1,10 @@
 """Prometheus metrics: a real HTTP server on 127.0.0.1, scraped with urllib."""
 
 import dataclasses
+import os
 import socket
+import threading
+import time
 import types
 import urllib.request
 
@@ -12,6 +15,7 @@ import pytest
 from pxefilterd import conf as pxf_conf
 from pxefilterd import metrics
 from pxefilterd import service
+from tests.waiting import wait_for
 
 
 def free_port():
@@ -159,3 +163,70 @@ def test_every_stats_field_is_exported():
                 # text for status lines, not a metric:
                 'dnsmasq_detail'}
     assert {f.name for f in dataclasses.fields(service.Stats)} == exported
+
+
+# -- a side service never takes the daemon down (security review) ---------
+
+def open_fds():
+    return len(os.listdir('/proc/self/fd'))
+
+
+def test_idle_connections_hold_no_thread_and_no_more_than_the_cap(
+        serve, monkeypatch):
+    """About 1,000 idle connections used to start 1,000 threads holding
+    1,000 descriptors (and the daemon then died of EMFILE): now they cost
+    no thread, and at most MAX_CONNECTIONS descriptors."""
+    monkeypatch.setattr(metrics, 'DEADLINE', 1.0, raising=False)
+    server = serve(make_conf(), fake_service())
+    scrape(server)
+    threads, fds = threading.active_count(), open_fds()
+    host, port = server.server_address[:2]
+    clients = []
+    try:
+        for _ in range(200):
+            clients.append(socket.create_connection((host, port)))
+        time.sleep(0.3)
+        assert threading.active_count() <= threads
+        # each client holds one descriptor here; the server no more than
+        # its cap (plus one being accepted)
+        assert open_fds() - fds - len(clients) <= metrics.MAX_CONNECTIONS + 1
+        assert server.open_connections() <= metrics.MAX_CONNECTIONS
+    finally:
+        for c in clients:
+            c.close()
+    # the idle ones are closed at their deadline; scrapes work again
+    wait_for(lambda: server.open_connections() == 0, timeout=10)
+    samples, _ = scrape(server)
+    assert samples['pxefilterd_macs,state=denied'] == 40
+
+
+def test_a_trickling_client_is_closed_at_the_deadline(serve, monkeypatch):
+    monkeypatch.setattr(metrics, 'DEADLINE', 1.0, raising=False)
+    server = serve(make_conf(), fake_service())
+    host, port = server.server_address[:2]
+    with socket.create_connection((host, port)) as c:
+        c.settimeout(0.2)
+        started = time.monotonic()
+        closed = False
+        while time.monotonic() - started < 6 and not closed:
+            try:
+                c.sendall(b'G')
+                closed = c.recv(1) == b''
+            except socket.timeout:
+                pass
+            except OSError:
+                closed = True
+    assert closed, 'a client sending a byte every 0.2 s was never cut off'
+
+
+def test_only_get_and_whole_requests_are_answered(serve):
+    server = serve(make_conf(), fake_service())
+    host, port = server.server_address[:2]
+    for request, status in ((b'POST /metrics HTTP/1.1\r\n\r\n', b'405'),
+                            (b'GET /metrics HTTP/1.1\r\n', b'400'),
+                            (b'x' * 20000, b'400')):
+        with socket.create_connection((host, port), timeout=5) as c:
+            c.sendall(request)
+            c.shutdown(socket.SHUT_WR)
+            answer = c.makefile('rb').readline()
+        assert answer.split()[1] == status, answer

@@ -73,6 +73,17 @@ def test_pxefilterd_unit():
     assert one(u, 'Install', 'WantedBy') == 'multi-user.target'
 
 
+def test_the_unit_sets_the_descriptor_limit_above_what_side_services_take():
+    """Security review: descriptors ran out under a flood of metrics
+    connections.  The limit is explicit and leaves ample room above what
+    the capped side services can take."""
+    from pxefilterd import control
+    from pxefilterd import metrics
+    limit = int(one(unit('pxefilterd.service'), 'Service', 'LimitNOFILE'))
+    assert limit >= 4 * (control.MAX_CONNECTIONS + metrics.MAX_CONNECTIONS
+                         + 200)
+
+
 def test_exit_78_is_the_daemons_config_exit_status():
     from pxefilterd import service
     assert service.EXIT_CONFIG == 78

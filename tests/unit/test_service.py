@@ -1,5 +1,6 @@
 """The service lifecycle against a fake snapshot source and real commands."""
 
+import errno
 import json
 import os
 import sys
@@ -788,3 +789,53 @@ def test_a_start_in_flight_ends_before_the_stop_at_exit(supervised):
     time.sleep(1.5)        # (longer than that start takes)
     pid = dnsmasq_pid(h)
     assert pid is None or not os.path.exists('/proc/%d' % pid)
+
+
+# -- security review: foreign records, out of descriptors ------------------
+
+@pytest.mark.parametrize('name,content', [
+    ('evil', B1.replace(':00:', ':0:') + '\n'),   # 52:54:0:0:00:b1
+    ('evil', '525400' + '0000b1\n'),
+    (A1, '52:54:0:0:0:b1\n')])
+def test_a_foreign_record_is_forgotten_by_a_reload(harness, name, content):
+    """Whatever form a foreign record takes (dnsmasq reads more than the
+    scan recognises), the repair is followed by a reload of dnsmasq, on
+    the repaired directory."""
+    from pxefilterd import watcher
+    h = harness(reload=True)
+    h.svc.helpers.watcher_factory = watcher.HostsDirWatcher
+    h.start()
+    wait_for(lambda: h.names() == ['start'])
+    wait_for(lambda: h.svc.helpers.watcher is not None, what='the watcher')
+    tmp = h.dir.parent / 'foreign.tmp'
+    tmp.write_text(content)
+    os.rename(tmp, h.dir / name)
+    wait_for(lambda: 'reload' in h.names(), timeout=5, what='a reload')
+    reload = [r for r in h.records() if r['name'] == 'reload'][0]
+    assert 'evil' not in reload['files']
+    assert reload['files'][A1] == DENY_A1
+    wait_for(lambda: not h.svc.writer.foreign_live(), what='forgotten')
+    h.stop()
+
+
+def test_out_of_descriptors_while_writing_is_not_fatal(harness, monkeypatch):
+    """EMFILE used to be a fatal hostsdir error: a flood of connections to
+    a side service (metrics) made the daemon exit at the next change."""
+    h = harness().start()
+    wait_for(lambda: h.names() == ['start'])
+    real_open = os.open
+    failures = []
+
+    def open_(path, *args, **kwargs):
+        if (os.fspath(path).startswith(h.store.staging)
+                and len(failures) < 5):
+            failures.append(path)
+            raise OSError(errno.EMFILE, 'Too many open files')
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(os, 'open', open_)
+    h.inspect(h.node_a)
+    wait_for(lambda: len(failures) >= 5, what='EMFILE')
+    wait_for(lambda: h.files().get(A1) == A1 + '\n', timeout=15,
+             what='the change written once descriptors are back')
+    assert h.thread.is_alive()
+    assert h.stop() == service.EXIT_OK

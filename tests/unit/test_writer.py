@@ -238,3 +238,53 @@ def test_base_file_before_start_and_a_failed_rebase_reload(rig, tmp_path):
     assert files[mac(7)] == mac(7) + '\n'
     assert files['unknown_hosts_filter'] == hostsdir.render(
         macs.WILDCARD, Action.DENY).decode()
+
+
+# -- foreign entries: dnsmasq must forget what it read from them -----------
+
+def test_a_foreign_entry_is_followed_by_a_reload(rig):
+    r = rig(reload_code=0)
+    r.writer.converge(r.desired(5), r.known(5))
+    r.writer.dnsmasq_started()
+    assert not r.writer.foreign_live()
+    r.writer.forget('foreign file evil')
+    assert r.reloads() == 1
+    assert not r.writer.foreign_live()    # the reload succeeded
+
+
+def test_before_dnsmasq_serves_the_reload_waits_until_it_does(rig):
+    """A start in flight may have read the entry: reload once it serves."""
+    r = rig(reload_code=0)
+    r.writer.converge(r.desired(5), r.known(5))
+    r.writer.forget('foreign file evil')
+    assert r.reloads() == 0 and r.writer.foreign_live()
+    r.writer.dnsmasq_started()
+    r.writer.converge(r.desired(5), r.known(5))
+    assert r.reloads() == 1 and not r.writer.foreign_live()
+
+
+def test_a_failed_forget_reload_rewrites_everything_and_is_retried(rig):
+    r = rig(reload_code=1, max_burst=10, burst_rate=100)
+    r.writer.converge(r.desired(5), r.known(5))
+    r.writer.dnsmasq_started()
+    before = r.store.files_written
+    r.writer.forget('foreign file evil')
+    assert r.reloads() == 1 and r.writer.foreign_live()
+    # every file of ours is written again: ours is the newest record
+    r.writer.converge(r.desired(5), r.known(5))
+    assert r.store.files_written - before == 6     # 5 MACs + the wildcard
+    # the reload is tried again after its backoff, until it succeeds
+    r.clock.now += 5
+    r.writer.converge(r.desired(5), r.known(5))
+    assert r.reloads() == 2 and r.writer.foreign_live()
+
+
+def test_without_a_reload_command_a_foreign_entry_rewrites_everything(rig):
+    r = rig(reload_code=None, max_burst=10, burst_rate=100)
+    r.writer.converge(r.desired(5), r.known(5))
+    r.writer.dnsmasq_started()
+    before = r.store.files_written
+    r.writer.forget('foreign file evil')
+    assert r.writer.foreign_live()
+    r.writer.converge(r.desired(5), r.known(5))
+    assert r.store.files_written - before == 6
