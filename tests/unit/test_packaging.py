@@ -137,6 +137,15 @@ def test_systemd_sysusers_snippet(tmp_path):
     assert 'pxefilterd' in proc.stdout + proc.stderr
 
 
+def test_the_daemon_user_has_no_home():
+    """A home it owns would hold per-user configuration (oslo.config looks
+    in ~/.pxefilterd/), so the daemon user gets none."""
+    users = [line.split('"')[-1].split() for line in
+             (SYSTEMD / 'sysusers.d' / 'pxefilterd.conf').read_text()
+             .splitlines() if line.startswith('u ')]
+    assert users == [['/nonexistent']]
+
+
 def test_hostsdir_is_the_same_everywhere():
     dnsmasq_conf = (ETC / 'dnsmasq.conf').read_text().splitlines()
     assert 'dhcp-hostsdir=%s' % HOSTSDIR in dnsmasq_conf
