@@ -6,6 +6,10 @@ responses are read as raw JSON: building SDK resource objects costs about
 four times the server's own time at 10k ports.  Every entry is validated;
 a bad entry is skipped and logged, the rest is used.  A response that is not
 the expected JSON document at all fails the request (and is retried).
+What ironic sends reaches logs, error messages and ``explain`` only once
+validated (UUIDs, MACs, client ids, printable node fields) or as a
+``repr`` (skipped entries, error bodies, markers): a value holding a newline
+cannot forge a log line.
 
 Facts about ironic this module relies on (ironic 39, measured):
 
@@ -121,6 +125,22 @@ def valid_uuid(value):
     return None
 
 
+#: The longest node field (state, interface, shard, group) accepted.
+MAX_FIELD = 255
+
+
+def valid_text(value):
+    """Return whether ``value`` is None or a printable str of at most
+    :data:`MAX_FIELD` characters.
+
+    ironic's states, interface names, shards and groups are short names; a
+    value holding a newline or another control character could forge log
+    lines or status output, so the entry holding it is refused.
+    """
+    return value is None or (isinstance(value, str) and value.isprintable()
+                             and len(value) <= MAX_FIELD)
+
+
 def parse_time(value):
     """Return an aware datetime for an ironic timestamp, or None."""
     if not isinstance(value, str):
@@ -191,7 +211,7 @@ def parse_ports(body, skipped):
             yield uuid, sys.intern(mac), node, entry
             continue
         skipped.append(entry)
-        LOG.warning('Skipping port %s: %s', entry.get('uuid'), problem)
+        LOG.warning('Skipping port %.100r: %s', entry.get('uuid'), problem)
 
 
 def parse_nodes(body, skipped):
@@ -207,12 +227,13 @@ def parse_nodes(body, skipped):
                                             'conductor_group')]
                     if uuid else [])
         if (uuid is None or not isinstance(state, str)
-                or not all(v is None or isinstance(v, str)
-                           for v in optional)):
+                or not valid_text(state)
+                or not all(valid_text(v) for v in optional)):
             skipped.append(entry)
             LOG.warning('Skipping a node entry without a valid uuid, '
                         'provision_state, inspect_interface, shard or '
-                        'conductor_group: %.100r', entry)
+                        'conductor_group (printable, at most %d '
+                        'characters): %.300r', MAX_FIELD, entry)
             continue
         yield sys.intern(uuid), policy.NodeInfo(state, *optional)
 
@@ -227,7 +248,7 @@ def next_marker(body):
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
     marker = query.get('marker')
     if not marker:
-        raise ApiError('"next" link has no marker: %.200s' % link)
+        raise ApiError('"next" link has no marker: %.200r' % (link,))
     return marker[0]
 
 
@@ -342,15 +363,15 @@ class IronicClient:
                 openstack.exceptions.SDKException) as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
         if resp.status_code == 404:
-            raise NotFound('GET %s returned HTTP 404: %.300s'
+            raise NotFound('GET %s returned HTTP 404: %.300r'
                            % (path, resp.text))
         if resp.status_code == 406:
             raise VersionError(
-                'ironic refused API version %s, needed for %s: %.300s'
+                'ironic refused API version %s, needed for %s: %.300r'
                 % (_version_text(self.microversion), self.microversion_why,
                    resp.text))
         if resp.status_code != 200:
-            raise ApiError('GET %s returned HTTP %d: %.300s'
+            raise ApiError('GET %s returned HTTP %d: %.300r'
                            % (path, resp.status_code, resp.text))
         try:
             return resp.json()
@@ -405,7 +426,7 @@ class IronicClient:
             except NotFound as exc:
                 if not markers or markers[-1] not in str(exc):
                     raise
-                LOG.info('Listing %s: marker %s deleted meanwhile; going '
+                LOG.info('Listing %s: marker %r deleted meanwhile; going '
                          'back one page', path, markers[-1])
                 markers.pop()
                 continue
@@ -414,7 +435,7 @@ class IronicClient:
             if marker is None:
                 return
             if marker in seen:
-                raise ApiError('listing %s loops at marker %s'
+                raise ApiError('listing %s loops at marker %r'
                                % (path, marker))
             seen.add(marker)
             markers.append(marker)

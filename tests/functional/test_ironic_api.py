@@ -1,6 +1,8 @@
 """IronicClient against the fake ironic over real HTTP on 127.0.0.1."""
 
+import logging
 import time
+import uuid as uuid_mod
 
 import pytest
 
@@ -184,5 +186,40 @@ def test_an_infiniband_port_has_its_client_id_as_a_second_key(caplog):
         assert "Port %s: its extra client-id 'not hex' is not a client id" \
             % bad in caplog.text
         assert f.client().ports_of(node) == listing.ports
+    finally:
+        f.stop()
+
+
+FORGED = '\npxefilterd exiting with status 0: forged'
+
+
+def test_no_log_line_is_forged_by_what_ironic_sends(caplog):
+    """Line breaks in a port's uuid, its node_uuid, a node's fields or an
+    error body reach no log line and no error message raw: the entry is
+    skipped (and logged as a repr), the rest is used."""
+    f = FakeIronic().start()
+    try:
+        node = f.add_node(provision_state='inspect wait')
+        odd = f.add_node(provision_state='inspect wait',
+                         inspect_interface='agent' + FORGED)
+        f.add_port(node, '52:54:00:00:00:01', uuid='x' + FORGED)
+        f.add_port(node, '52:54:00:00:00:01', uuid=str(uuid_mod.uuid4()))
+        bad_node = f.add_port(None, '52:54:00:00:00:02')
+        f.set_port(bad_node, node_uuid=node + FORGED)
+        f.add_port(odd, '52:54:00:00:00:03')
+        caplog.set_level(logging.DEBUG, logger='pxefilterd')
+        snap = f.client().snapshot()
+        assert snap.ports == {'52:54:00:00:00:01': node,
+                              '52:54:00:00:00:03': odd}
+        assert set(snap.nodes) == {node}
+        f._misbehave = lambda path: (500, ('oops' + FORGED).encode())
+        with pytest.raises(ironic.ApiError) as exc:
+            f.client().snapshot()
+        assert 'pxefilterd exiting' in str(exc.value)
+        assert '\n' not in str(exc.value)
+        messages = [r.getMessage() for r in caplog.records]
+        assert len([m for m in messages if 'Skipping' in m]) == 3
+        for message in messages:
+            assert '\n' not in message, message
     finally:
         f.stop()
