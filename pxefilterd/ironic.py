@@ -532,5 +532,4 @@ class IronicClient:
 
         :raises ApiError: after the configured retries.
         """
-        ports = {mac: node for mac, node in self.all_ports().values()}
-        return policy.Snapshot(ports=ports, nodes=self.inspection_nodes())
+        return view.snapshot_of(self.all_ports(), self.inspection_nodes())
