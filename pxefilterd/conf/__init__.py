@@ -30,14 +30,18 @@ def config_sources():
 
     Only what the command line names is read (``--config-file``,
     ``--config-dir``); without ``--config-file``, only
-    :data:`DEFAULT_CONFIG_FILE` if it exists.  oslo.config's own defaults
-    would also read ``~/.pxefilterd/``, ``~/`` and ``~/.pxefilterd/
-    pxefilterd.conf.d/`` (the latter even with ``--config-file``): the
+    :data:`DEFAULT_CONFIG_FILE` if it exists and this user may read it.
+    oslo.config's own defaults would also read ``~/.pxefilterd/``, ``~/``
+    and ``~/.pxefilterd/pxefilterd.conf.d/`` (the latter even with
+    ``--config-file``): the
     daemon user's home is its state directory, which it owns, so it could
     configure its own (root-started) daemon.
     """
-    files = ([DEFAULT_CONFIG_FILE] if os.path.isfile(DEFAULT_CONFIG_FILE)
-             else [])
+    # Unreadable (an operator, not in pxefilterd's group): every option
+    # has its default, which is what pxefilterd-ctl explain and status need
+    # to ask the daemon.
+    files = ([DEFAULT_CONFIG_FILE] if os.access(DEFAULT_CONFIG_FILE, os.R_OK)
+             and os.path.isfile(DEFAULT_CONFIG_FILE) else [])
     return {'default_config_files': files, 'default_config_dirs': []}
 
 

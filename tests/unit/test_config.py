@@ -255,3 +255,21 @@ def test_without_config_file_only_the_system_file_is_read(tmp_path,
     daemon.load_config(conf, [])
     assert checks.files_read(conf) == [str(system)]
     assert conf.root_helper == 'sudo'
+
+
+def test_an_unreadable_system_file_is_not_read_by_default(tmp_path,
+                                                          monkeypatch):
+    """An operator (not in pxefilterd's group) cannot read pxefilterd.conf:
+    pxefilterd-ctl explain/status then run with the defaults (they only
+    need the socket), instead of failing on the file."""
+    system = tmp_path / 'pxefilterd.conf'
+    system.write_text('[DEFAULT]\nroot_helper = sudo\n')
+    monkeypatch.setattr(pxf_conf, 'DEFAULT_CONFIG_FILE', str(system))
+    real_access = pxf_conf.os.access
+    monkeypatch.setattr(pxf_conf.os, 'access', lambda path, mode: (
+        False if path == str(system) else real_access(path, mode)))
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    assert checks.parse(conf, []) == []
+    assert checks.files_read(conf) == []
+    assert conf.root_helper != 'sudo'
