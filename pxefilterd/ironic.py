@@ -24,10 +24,12 @@ Thread-safe: the service's poller and lister threads share one client.
 """
 
 import datetime
+import json
 import logging
 import re
 import sys
 import threading
+import time
 import urllib.parse
 
 from keystoneauth1 import exceptions as ks_exc
@@ -35,6 +37,7 @@ from keystoneauth1 import loading as ks_loading
 import openstack.connection
 import openstack.exceptions
 import tenacity
+import urllib3.exceptions
 
 from pxefilterd import macs
 from pxefilterd import policy
@@ -123,6 +126,18 @@ def valid_uuid(value):
     if isinstance(value, str) and _UUID_RE.fullmatch(value):
         return value
     return None
+
+
+#: Seconds a request may take, its answer read to the end, when
+#: ``[ironic] timeout`` is not set.
+DEFAULT_DEADLINE = 60.0
+
+
+def max_answer_bytes(page_size):
+    """The largest answer accepted for pages of ``page_size`` items: 4 KiB
+    an item (a port or node entry with the fields asked for is a few
+    hundred bytes) and 1 MiB more."""
+    return page_size * 4096 + (1 << 20)
 
 
 #: The longest node field (state, interface, shard, group) accepted.
@@ -266,10 +281,12 @@ class IronicClient:
     """
 
     def __init__(self, conn, page_size=1000, retries=3, retry_interval=0.5,
-                 max_pages=MAX_PAGES, scope=()):
+                 max_pages=MAX_PAGES, scope=(), deadline=DEFAULT_DEADLINE):
         self._conn = conn
         self._api = None
         self.page_size = page_size
+        self.deadline = deadline
+        self.max_bytes = max_answer_bytes(page_size)
         self.retries = retries
         self.retry_interval = retry_interval
         self.max_pages = max_pages
@@ -287,7 +304,8 @@ class IronicClient:
                  if values]
         return cls(connect(conf), conf.ironic.page_size,
                    conf.ironic.api_retries, conf.ironic.api_retry_interval,
-                   scope=scope)
+                   scope=scope,
+                   deadline=conf.ironic.timeout or DEFAULT_DEADLINE)
 
     # -- transport --------------------------------------------------------
 
@@ -350,34 +368,81 @@ class IronicClient:
     def get(self, path, params):
         """GET ``path`` once; return the decoded JSON document.
 
+        The whole request, its answer read to the end, takes at most
+        :attr:`deadline` seconds (``[ironic] timeout``, which keystoneauth
+        applies to each read only: a server trickling a byte at a time
+        would hold it for ever) and the answer at most :attr:`max_bytes`.
+
         :raises NotFound: a 404 (the body names what was not found).
         :raises VersionError: ironic refuses the microversion.
-        :raises ApiError: anything else that is not a 200 with JSON.
+        :raises ApiError: anything else that is not a 200 with JSON, an
+            answer that takes longer than the deadline or is too large.
         """
+        started = time.monotonic()
         try:
             api = self._proxy()
+            # log=False: keystoneauth's debug log of the answer would read
+            # all of it, with neither deadline nor size limit.
             resp = api.get(path, params=params,
                            microversion=_version_text(self.microversion),
-                           raise_exc=False)
+                           raise_exc=False, stream=True, log=False)
         except (ks_exc.ClientException,
                 openstack.exceptions.SDKException) as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
+        data = self._read(resp, path, started + self.deadline)
+        LOG.debug('GET %s %s: HTTP %d, %d bytes in %.3f s', path, params,
+                  resp.status_code, len(data), time.monotonic() - started)
+        text = data.decode('utf-8', 'replace')
         if resp.status_code == 404:
-            raise NotFound('GET %s returned HTTP 404: %.300r'
-                           % (path, resp.text))
+            raise NotFound('GET %s returned HTTP 404: %.300r' % (path, text))
         if resp.status_code == 406:
             raise VersionError(
                 'ironic refused API version %s, needed for %s: %.300r'
                 % (_version_text(self.microversion), self.microversion_why,
-                   resp.text))
+                   text))
         if resp.status_code != 200:
             raise ApiError('GET %s returned HTTP %d: %.300r'
-                           % (path, resp.status_code, resp.text))
+                           % (path, resp.status_code, text))
         try:
-            return resp.json()
+            return json.loads(data)
         except ValueError as exc:
             raise ApiError('GET %s returned invalid JSON: %s'
                            % (path, exc)) from exc
+
+    def _read(self, resp, path, deadline):
+        """Read the answer of ``resp`` (a streamed requests Response) to
+        its end; return its bytes.  Each read returns what has arrived (at
+        most 64 KiB), so the deadline is checked at least once per read.
+
+        :raises ApiError: past ``deadline``, larger than :attr:`max_bytes`,
+            or the connection failed.
+        """
+        chunks = []
+        size = 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise ApiError(
+                        'GET %s: no complete answer within %.1f s ([ironic] '
+                        'timeout bounds the whole request)'
+                        % (path, self.deadline))
+                chunk = resp.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ApiError('GET %s: the answer is larger than %d '
+                                   'bytes' % (path, self.max_bytes))
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            resp.close()
+            raise ApiError('GET %s failed while reading the answer: %s'
+                           % (path, exc)) from exc
+        except ApiError:
+            resp.close()
+            raise
+        resp.raw.release_conn()     # read to its end: reusable
+        return b''.join(chunks)
 
     def _get_page(self, path, params):
         body = self.get(path, params)

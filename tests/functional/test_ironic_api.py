@@ -1,6 +1,7 @@
 """IronicClient against the fake ironic over real HTTP on 127.0.0.1."""
 
 import logging
+import threading
 import time
 import uuid as uuid_mod
 
@@ -85,6 +86,45 @@ def test_slow_ironic_hits_the_request_timeout(fake, client):
         client.inspection_nodes()
     # two attempts of 0.5 s each, not 2 x 3 s
     assert time.monotonic() - started < 2.9
+
+
+def in_thread(func, bound=60):
+    """Run ``func`` in a thread; return what it raised or returned, or
+    'still running' if it has not returned within ``bound`` seconds (a
+    generous bound: the test fails instead of hanging)."""
+    result = ['still running']
+
+    def run():
+        try:
+            result[0] = func()
+        except Exception as exc:
+            result[0] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    return result[0]
+
+
+def test_a_trickling_ironic_hits_the_request_deadline(fake):
+    """[ironic] timeout bounds the whole request, not each read: an answer
+    trickled a byte at a time (each read well within the timeout) fails
+    the request instead of holding it for minutes."""
+    client = fake.client(timeout=1.0, retries=0)
+    client.inspection_nodes()      # version discovery done
+    fake.mode, fake.delay, fake.padding = 'trickle', 0.2, 1000
+    outcome = in_thread(client.inspection_nodes)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'no complete answer within 1.0 s' in str(outcome)
+    fake.mode, fake.padding = 'ok', 0
+    assert client.inspection_nodes() is not None   # and it recovers
+
+
+def test_an_oversized_answer_is_refused(fake):
+    client = fake.client(page_size=10, retries=0)
+    fake.padding = ironic.max_answer_bytes(10) + 1
+    outcome = in_thread(client.snapshot)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'the answer is larger than' in str(outcome)
 
 
 def test_ports_of_a_node(fake, client):

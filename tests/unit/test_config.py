@@ -273,3 +273,16 @@ def test_an_unreadable_system_file_is_not_read_by_default(tmp_path,
     assert checks.parse(conf, []) == []
     assert checks.files_read(conf) == []
     assert conf.root_helper != 'sudo'
+
+
+def test_a_stuck_ironic_fails_closed_by_default():
+    """With no successful poll for max_stale_seconds, every MAC is denied:
+    on by default (0, never, kept a finished inspection's ports allowed as
+    long as ironic stayed stuck), and below ironic's own inspect wait
+    timeout (1800 s)."""
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf([], project='pxefilterd', default_config_files=[])
+    assert 0 < conf.pxe_filter.max_stale_seconds < 1800
+    assert daemon.settings_from_conf(conf).max_stale_seconds == \
+        conf.pxe_filter.max_stale_seconds
