@@ -27,6 +27,7 @@ import datetime
 import json
 import logging
 import re
+import socket
 import sys
 import threading
 import time
@@ -37,6 +38,7 @@ from keystoneauth1 import loading as ks_loading
 import openstack.connection
 import openstack.exceptions
 import tenacity
+from urllib3 import connectionpool
 import urllib3.exceptions
 
 from pxefilterd import macs
@@ -116,9 +118,72 @@ def connect(conf):
     auth = ks_loading.load_auth_from_conf_options(conf, 'ironic')
     session = ks_loading.load_session_from_conf_options(conf, 'ironic',
                                                         auth=auth)
+    cut_at_deadline(session)
     return openstack.connection.Connection(
         session=session, oslo_conf=conf, service_types={'baremetal'},
         app_name='pxefilterd')
+
+
+# -- the deadline of a request before its answer is read ----------------------
+#
+# requests (urllib3, http.client) bounds each socket read only, and reads the
+# status line and headers itself: a server trickling them a byte at a time is
+# never cut.  So each request runs with a timer that shuts its connection's
+# socket down at the deadline; the pools below tell the timer which
+# connection the request took.
+
+_TAKEN = threading.local()
+
+
+class _Taken:
+    """The connection one request took from its pool (see
+    :func:`deadline_timer`)."""
+
+    conn = None
+
+
+class _HTTPPool(connectionpool.HTTPConnectionPool):
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        taken = getattr(_TAKEN, 'taken', None)
+        if taken is not None:
+            taken.conn = conn
+        return conn
+
+
+class _HTTPSPool(connectionpool.HTTPSConnectionPool):
+    _get_conn = _HTTPPool._get_conn
+
+
+def cut_at_deadline(session):
+    """Make the connection pools of ``session`` (keystoneauth) tell
+    :func:`deadline_timer` which connection each request takes."""
+    for prefix in ('http://', 'https://'):
+        adapter = session.session.get_adapter(prefix)
+        adapter.poolmanager.pool_classes_by_scheme = {
+            'http': _HTTPPool, 'https': _HTTPSPool}
+
+
+def deadline_timer(seconds):
+    """Return a started timer that shuts down the socket of the connection
+    the calling thread's next request takes, ``seconds`` from now (its reads
+    then fail at once).  Cancel it when the request is done."""
+    taken = _Taken()
+    _TAKEN.taken = taken
+
+    def cut():
+        sock = getattr(taken.conn, 'sock', None)
+        if sock is not None:
+            try:
+                # the plain socket's: an SSL socket's shutdown() would also
+                # tear down its TLS state under the reading thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def valid_uuid(value):
@@ -381,15 +446,28 @@ class IronicClient:
         started = time.monotonic()
         try:
             api = self._proxy()
-            # log=False: keystoneauth's debug log of the answer would read
-            # all of it, with neither deadline nor size limit.
-            resp = api.get(path, params=params,
-                           microversion=_version_text(self.microversion),
-                           raise_exc=False, stream=True, log=False)
         except (ks_exc.ClientException,
                 openstack.exceptions.SDKException) as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
-        data = self._read(resp, path, started + self.deadline)
+        # The status line and headers are bounded by the timer; the answer
+        # by _read (a late cut there also ends in an ApiError).
+        timer = deadline_timer(self.deadline)
+        try:
+            try:
+                # log=False: keystoneauth's debug log of the answer would
+                # read all of it, with neither deadline nor size limit.
+                resp = api.get(path, params=params,
+                               microversion=_version_text(self.microversion),
+                               raise_exc=False, stream=True, log=False)
+            except (ks_exc.ClientException,
+                    openstack.exceptions.SDKException) as exc:
+                if time.monotonic() - started >= self.deadline:
+                    raise self._timed_out(path, 'no answer', exc) from exc
+                raise ApiError('GET %s failed: %s' % (path, exc)) from exc
+            data = self._read(resp, path, started + self.deadline)
+        finally:
+            timer.cancel()
+            _TAKEN.taken = None
         LOG.debug('GET %s %s: HTTP %d, %d bytes in %.3f s', path, params,
                   resp.status_code, len(data), time.monotonic() - started)
         text = data.decode('utf-8', 'replace')
@@ -409,6 +487,12 @@ class IronicClient:
             raise ApiError('GET %s returned invalid JSON: %s'
                            % (path, exc)) from exc
 
+    def _timed_out(self, path, what, detail=None):
+        return ApiError('GET %s timed out: %s within %.1f s ([ironic] '
+                        'timeout bounds the whole request)%s'
+                        % (path, what, self.deadline,
+                           ': %s' % detail if detail else ''))
+
     def _read(self, resp, path, deadline):
         """Read the answer of ``resp`` (a streamed requests Response) to
         its end; return its bytes.  Each read returns what has arrived (at
@@ -422,10 +506,7 @@ class IronicClient:
         try:
             while True:
                 if time.monotonic() > deadline:
-                    raise ApiError(
-                        'GET %s: no complete answer within %.1f s ([ironic] '
-                        'timeout bounds the whole request)'
-                        % (path, self.deadline))
+                    raise self._timed_out(path, 'no complete answer')
                 chunk = resp.raw.read1(65536, decode_content=True)
                 if not chunk:
                     break
@@ -436,6 +517,8 @@ class IronicClient:
                 chunks.append(chunk)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             resp.close()
+            if time.monotonic() > deadline:     # cut by the timer
+                raise self._timed_out(path, 'no complete answer') from exc
             raise ApiError('GET %s failed while reading the answer: %s'
                            % (path, exc)) from exc
         except ApiError:

@@ -200,6 +200,22 @@ class FakeIronic:
                     json.dumps(body).encode()
                 if split.path.startswith('/v1/'):
                     data += b' ' * fake.padding
+                if (fake.mode == 'trickle-headers'
+                        and split.path.startswith('/v1/')):
+                    # the status line and headers, one byte every `delay`
+                    head = ('HTTP/1.1 %d OK\r\nContent-Type: application/json'
+                            '\r\nX-Padding: %s\r\nContent-Length: %d\r\n'
+                            '\r\n' % (status, 'x' * 1000, len(data))).encode()
+                    for i in range(len(head)):
+                        try:
+                            self.wfile.write(head[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return      # the client gave up
+                        if fake.stopping.wait(fake.delay):
+                            return
+                    self.wfile.write(data)
+                    return
                 self.send_response(status)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Content-Length', str(len(data)))
@@ -207,8 +223,11 @@ class FakeIronic:
                 if fake.mode == 'trickle' and split.path.startswith('/v1/'):
                     # one byte every `delay` seconds: each read is quick
                     for i in range(len(data)):
-                        self.wfile.write(data[i:i + 1])
-                        self.wfile.flush()
+                        try:
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return      # the client gave up
                         if fake.stopping.wait(fake.delay):
                             return
                     return

@@ -119,6 +119,17 @@ def test_a_trickling_ironic_hits_the_request_deadline(fake):
     assert client.inspection_nodes() is not None   # and it recovers
 
 
+def test_a_trickling_status_line_and_headers_hit_the_deadline(fake):
+    client = fake.client(timeout=1.0, retries=0)
+    client.inspection_nodes()      # version discovery done
+    fake.mode, fake.delay = 'trickle-headers', 0.2
+    outcome = in_thread(client.inspection_nodes)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'within 1.0 s' in str(outcome)
+    fake.mode = 'ok'
+    assert client.inspection_nodes() is not None   # and it recovers
+
+
 def test_an_oversized_answer_is_refused(fake):
     client = fake.client(page_size=10, retries=0)
     fake.padding = ironic.max_answer_bytes(10) + 1
