@@ -133,6 +133,10 @@ def test_every_shipped_filter_names_an_absolute_program(filters):
     ['/bin/sh', '-c', 'systemctl stop %s' % UNIT],
     ['sh', '-c', 'systemctl stop %s' % UNIT],
     ['dnsmasq', '--conf-file=/etc/pxefilterd/dnsmasq.conf'],
+    ['dnsmasq', '-C', '/tmp/evil.conf'],
+    ['dnsmasq', '--dhcp-script=/tmp/evil.sh'],
+    ['/usr/sbin/dnsmasq', '--keep-in-foreground',
+     '--conf-file=/etc/pxefilterd/dnsmasq.conf'],
     ['sudo', 'systemctl', 'stop', UNIT],
 ])
 def test_near_misses_are_refused(filters, exec_dirs, argv):
