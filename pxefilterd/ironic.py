@@ -142,7 +142,10 @@ class _Taken:
     conn = None
 
 
-class _HTTPPool(connectionpool.HTTPConnectionPool):
+class _Telling:
+    """A connection pool that tells the calling thread's request which
+    connection it took."""
+
     def _get_conn(self, timeout=None):
         conn = super()._get_conn(timeout)
         taken = getattr(_TAKEN, 'taken', None)
@@ -151,8 +154,12 @@ class _HTTPPool(connectionpool.HTTPConnectionPool):
         return conn
 
 
-class _HTTPSPool(connectionpool.HTTPSConnectionPool):
-    _get_conn = _HTTPPool._get_conn
+class _HTTPPool(_Telling, connectionpool.HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_Telling, connectionpool.HTTPSConnectionPool):
+    pass
 
 
 def cut_at_deadline(session):
