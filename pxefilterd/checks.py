@@ -21,6 +21,7 @@ from oslo_config import validator
 from oslo_log import _options as log_opts
 
 from pxefilterd import commands
+from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts as all_opts
 from pxefilterd import hostsdir
 from pxefilterd import ironic
@@ -38,7 +39,7 @@ def parse(conf, argv, prog=None, description=None, epilog=None):
     """
     try:
         conf(argv, project='pxefilterd', prog=prog, description=description,
-             epilog=epilog)
+             epilog=epilog, **pxf_conf.config_sources())
     except cfg.ConfigFilesNotFoundError as exc:
         return ['configuration file not found: %s'
                 % ', '.join(exc.config_files)]
@@ -166,7 +167,7 @@ def _version(text):
 
 def files_read(conf):
     """Return the configuration files ``conf`` was parsed from, in order
-    (``--config-file`` or the default places, then ``--config-dir``)."""
+    (``--config-file`` or the default file, then ``--config-dir``)."""
     files = list(conf.config_file or ())
     for directory in conf.config_dir or ():
         files.extend(sorted(glob.glob(os.path.join(directory, '*.conf'))))

@@ -37,6 +37,7 @@ class DecisionLog:
 
     def __init__(self, clock=time.time):
         self._decided = {}      # key -> Action last decided
+        self._conflicts = {}    # key -> its claims, as last logged
         self._clock = clock
         self.history = collections.OrderedDict()
 
@@ -50,6 +51,7 @@ class DecisionLog:
             deleted from ironic"), put in front of the reason.
         """
         notes = notes or {}
+        self._log_conflicts(desired.conflicts)
         changes = policy.diff(self._decided, desired)
         if not changes:
             return
@@ -86,6 +88,20 @@ class DecisionLog:
                      sum(summed.values()),
                      ', '.join('%d to %s' % (n, a)
                                for a, n in sorted(summed.items())))
+
+    def _log_conflicts(self, conflicts):
+        """Log each key that two or more ports claim once when its claims
+        appear or change, and once when it has one claim again.  None
+        (a decision not made from ironic's answers) changes nothing."""
+        if conflicts is None:
+            return
+        for key, claims in conflicts.items():
+            if self._conflicts.get(key) != claims:
+                LOG.warning('%s: %s [rule=conflict]', label(key),
+                            policy.conflict_reason(claims).text)
+        for key in self._conflicts.keys() - conflicts.keys():
+            LOG.info('%s: no longer claimed by more than one port', label(key))
+        self._conflicts = dict(conflicts)
 
     def last_change(self, key, default_key=None):
         """The last change of ``key`` as a dict (or of ``default_key``

@@ -36,9 +36,9 @@ def from_ironic(client, key, options):
         query = None if macs.is_client_id(key) else {'address': key}
         for uuid, found, node, _ in client.ports(query):
             if found == key:
-                ports[found] = node
+                ports[uuid] = (found, node)
                 port = (view.port_uuid(uuid), node)
-    snapshot = policy.Snapshot(ports=ports, nodes=nodes)
+    snapshot = view.snapshot_of(ports, nodes)
     inspected = policy.inspected_nodes(snapshot, options)
     if key == macs.WILDCARD:
         reason = policy.unknown_reason(inspected, options)

@@ -46,6 +46,18 @@ def _log(msg):
     sys.stderr.flush()
 
 
+def guard_argv(spec):
+    """The argv that starts the guard with the daemon's interpreter.
+
+    Isolated mode (``-I``): neither the working directory nor ``PYTHON*``
+    variables nor the user's site directory reach ``sys.path``, so the guard
+    (often root) imports pxefilterd from where the interpreter has it
+    installed (a venv included), never from the directory it was started
+    in, which another user may own.  The caller also runs it in ``/``.
+    """
+    return [sys.executable, '-I', '-m', 'pxefilterd.guard', spec]
+
+
 class Guard:
     """The daemon's handle on its guard process."""
 
@@ -58,7 +70,7 @@ class Guard:
             fds.append(lock_fd)
         spec = json.dumps({'fd': read_fd, 'stop': stop.spec()})
         self.proc = subprocess.Popen(
-            [sys.executable, '-m', 'pxefilterd.guard', spec],
+            guard_argv(spec), cwd='/',
             stdin=subprocess.DEVNULL, pass_fds=fds, start_new_session=True,
             close_fds=True)
         os.close(read_fd)

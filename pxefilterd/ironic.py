@@ -6,6 +6,10 @@ responses are read as raw JSON: building SDK resource objects costs about
 four times the server's own time at 10k ports.  Every entry is validated;
 a bad entry is skipped and logged, the rest is used.  A response that is not
 the expected JSON document at all fails the request (and is retried).
+What ironic sends reaches logs, error messages and ``explain`` only once
+validated (UUIDs, MACs, client ids, printable node fields) or as a
+``repr`` (skipped entries, error bodies, markers): a value holding a newline
+cannot forge a log line.
 
 Facts about ironic this module relies on (ironic 39, measured):
 
@@ -20,10 +24,13 @@ Thread-safe: the service's poller and lister threads share one client.
 """
 
 import datetime
+import json
 import logging
 import re
+import socket
 import sys
 import threading
+import time
 import urllib.parse
 
 from keystoneauth1 import exceptions as ks_exc
@@ -31,6 +38,8 @@ from keystoneauth1 import loading as ks_loading
 import openstack.connection
 import openstack.exceptions
 import tenacity
+from urllib3 import connectionpool
+import urllib3.exceptions
 
 from pxefilterd import macs
 from pxefilterd import policy
@@ -109,9 +118,79 @@ def connect(conf):
     auth = ks_loading.load_auth_from_conf_options(conf, 'ironic')
     session = ks_loading.load_session_from_conf_options(conf, 'ironic',
                                                         auth=auth)
+    cut_at_deadline(session)
     return openstack.connection.Connection(
         session=session, oslo_conf=conf, service_types={'baremetal'},
         app_name='pxefilterd')
+
+
+# -- the deadline of a request before its answer is read ----------------------
+#
+# requests (urllib3, http.client) bounds each socket read only, and reads the
+# status line and headers itself: a server trickling them a byte at a time is
+# never cut.  So each request runs with a timer that shuts its connection's
+# socket down at the deadline; the pools below tell the timer which
+# connection the request took.
+
+_TAKEN = threading.local()
+
+
+class _Taken:
+    """The connection one request took from its pool (see
+    :func:`deadline_timer`)."""
+
+    conn = None
+
+
+class _Telling:
+    """A connection pool that tells the calling thread's request which
+    connection it took."""
+
+    def _get_conn(self, timeout=None):
+        conn = super()._get_conn(timeout)
+        taken = getattr(_TAKEN, 'taken', None)
+        if taken is not None:
+            taken.conn = conn
+        return conn
+
+
+class _HTTPPool(_Telling, connectionpool.HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_Telling, connectionpool.HTTPSConnectionPool):
+    pass
+
+
+def cut_at_deadline(session):
+    """Make the connection pools of ``session`` (keystoneauth) tell
+    :func:`deadline_timer` which connection each request takes."""
+    for prefix in ('http://', 'https://'):
+        adapter = session.session.get_adapter(prefix)
+        adapter.poolmanager.pool_classes_by_scheme = {
+            'http': _HTTPPool, 'https': _HTTPSPool}
+
+
+def deadline_timer(seconds):
+    """Return a started timer that shuts down the socket of the connection
+    the calling thread's next request takes, ``seconds`` from now (its reads
+    then fail at once).  Cancel it when the request is done."""
+    taken = _Taken()
+    _TAKEN.taken = taken
+
+    def cut():
+        sock = getattr(taken.conn, 'sock', None)
+        if sock is not None:
+            try:
+                # the plain socket's: an SSL socket's shutdown() would also
+                # tear down its TLS state under the reading thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+    timer = threading.Timer(seconds, cut)
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def valid_uuid(value):
@@ -119,6 +198,34 @@ def valid_uuid(value):
     if isinstance(value, str) and _UUID_RE.fullmatch(value):
         return value
     return None
+
+
+#: Seconds a request may take, its answer read to the end, when
+#: ``[ironic] timeout`` is not set.
+DEFAULT_DEADLINE = 60.0
+
+
+def max_answer_bytes(page_size):
+    """The largest answer accepted for pages of ``page_size`` items: 4 KiB
+    an item (a port or node entry with the fields asked for is a few
+    hundred bytes) and 1 MiB more."""
+    return page_size * 4096 + (1 << 20)
+
+
+#: The longest node field (state, interface, shard, group) accepted.
+MAX_FIELD = 255
+
+
+def valid_text(value):
+    """Return whether ``value`` is None or a printable str of at most
+    :data:`MAX_FIELD` characters.
+
+    ironic's states, interface names, shards and groups are short names; a
+    value holding a newline or another control character could forge log
+    lines or status output, so the entry holding it is refused.
+    """
+    return value is None or (isinstance(value, str) and value.isprintable()
+                             and len(value) <= MAX_FIELD)
 
 
 def parse_time(value):
@@ -191,7 +298,7 @@ def parse_ports(body, skipped):
             yield uuid, sys.intern(mac), node, entry
             continue
         skipped.append(entry)
-        LOG.warning('Skipping port %s: %s', entry.get('uuid'), problem)
+        LOG.warning('Skipping port %.100r: %s', entry.get('uuid'), problem)
 
 
 def parse_nodes(body, skipped):
@@ -207,12 +314,13 @@ def parse_nodes(body, skipped):
                                             'conductor_group')]
                     if uuid else [])
         if (uuid is None or not isinstance(state, str)
-                or not all(v is None or isinstance(v, str)
-                           for v in optional)):
+                or not valid_text(state)
+                or not all(valid_text(v) for v in optional)):
             skipped.append(entry)
             LOG.warning('Skipping a node entry without a valid uuid, '
                         'provision_state, inspect_interface, shard or '
-                        'conductor_group: %.100r', entry)
+                        'conductor_group (printable, at most %d '
+                        'characters): %.300r', MAX_FIELD, entry)
             continue
         yield sys.intern(uuid), policy.NodeInfo(state, *optional)
 
@@ -227,7 +335,7 @@ def next_marker(body):
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(link).query)
     marker = query.get('marker')
     if not marker:
-        raise ApiError('"next" link has no marker: %.200s' % link)
+        raise ApiError('"next" link has no marker: %.200r' % (link,))
     return marker[0]
 
 
@@ -245,10 +353,12 @@ class IronicClient:
     """
 
     def __init__(self, conn, page_size=1000, retries=3, retry_interval=0.5,
-                 max_pages=MAX_PAGES, scope=()):
+                 max_pages=MAX_PAGES, scope=(), deadline=DEFAULT_DEADLINE):
         self._conn = conn
         self._api = None
         self.page_size = page_size
+        self.deadline = deadline
+        self.max_bytes = max_answer_bytes(page_size)
         self.retries = retries
         self.retry_interval = retry_interval
         self.max_pages = max_pages
@@ -266,7 +376,8 @@ class IronicClient:
                  if values]
         return cls(connect(conf), conf.ironic.page_size,
                    conf.ironic.api_retries, conf.ironic.api_retry_interval,
-                   scope=scope)
+                   scope=scope,
+                   deadline=conf.ironic.timeout or DEFAULT_DEADLINE)
 
     # -- transport --------------------------------------------------------
 
@@ -329,34 +440,99 @@ class IronicClient:
     def get(self, path, params):
         """GET ``path`` once; return the decoded JSON document.
 
+        The whole request, its answer read to the end, takes at most
+        :attr:`deadline` seconds (``[ironic] timeout``, which keystoneauth
+        applies to each read only: a server trickling a byte at a time
+        would hold it for ever) and the answer at most :attr:`max_bytes`.
+
         :raises NotFound: a 404 (the body names what was not found).
         :raises VersionError: ironic refuses the microversion.
-        :raises ApiError: anything else that is not a 200 with JSON.
+        :raises ApiError: anything else that is not a 200 with JSON, an
+            answer that takes longer than the deadline or is too large.
         """
+        started = time.monotonic()
         try:
             api = self._proxy()
-            resp = api.get(path, params=params,
-                           microversion=_version_text(self.microversion),
-                           raise_exc=False)
         except (ks_exc.ClientException,
                 openstack.exceptions.SDKException) as exc:
             raise ApiError('GET %s failed: %s' % (path, exc)) from exc
+        # The status line and headers are bounded by the timer; the answer
+        # by _read (a late cut there also ends in an ApiError).
+        timer = deadline_timer(self.deadline)
+        try:
+            try:
+                # log=False: keystoneauth's debug log of the answer would
+                # read all of it, with neither deadline nor size limit.
+                resp = api.get(path, params=params,
+                               microversion=_version_text(self.microversion),
+                               raise_exc=False, stream=True, log=False)
+            except (ks_exc.ClientException,
+                    openstack.exceptions.SDKException) as exc:
+                if time.monotonic() - started >= self.deadline:
+                    raise self._timed_out(path, 'no answer', exc) from exc
+                raise ApiError('GET %s failed: %s' % (path, exc)) from exc
+            data = self._read(resp, path, started + self.deadline)
+        finally:
+            timer.cancel()
+            _TAKEN.taken = None
+        LOG.debug('GET %s %s: HTTP %d, %d bytes in %.3f s', path, params,
+                  resp.status_code, len(data), time.monotonic() - started)
+        text = data.decode('utf-8', 'replace')
         if resp.status_code == 404:
-            raise NotFound('GET %s returned HTTP 404: %.300s'
-                           % (path, resp.text))
+            raise NotFound('GET %s returned HTTP 404: %.300r' % (path, text))
         if resp.status_code == 406:
             raise VersionError(
-                'ironic refused API version %s, needed for %s: %.300s'
+                'ironic refused API version %s, needed for %s: %.300r'
                 % (_version_text(self.microversion), self.microversion_why,
-                   resp.text))
+                   text))
         if resp.status_code != 200:
-            raise ApiError('GET %s returned HTTP %d: %.300s'
-                           % (path, resp.status_code, resp.text))
+            raise ApiError('GET %s returned HTTP %d: %.300r'
+                           % (path, resp.status_code, text))
         try:
-            return resp.json()
+            return json.loads(data)
         except ValueError as exc:
             raise ApiError('GET %s returned invalid JSON: %s'
                            % (path, exc)) from exc
+
+    def _timed_out(self, path, what, detail=None):
+        return ApiError('GET %s timed out: %s within %.1f s ([ironic] '
+                        'timeout bounds the whole request)%s'
+                        % (path, what, self.deadline,
+                           ': %s' % detail if detail else ''))
+
+    def _read(self, resp, path, deadline):
+        """Read the answer of ``resp`` (a streamed requests Response) to
+        its end; return its bytes.  Each read returns what has arrived (at
+        most 64 KiB), so the deadline is checked at least once per read.
+
+        :raises ApiError: past ``deadline``, larger than :attr:`max_bytes`,
+            or the connection failed.
+        """
+        chunks = []
+        size = 0
+        try:
+            while True:
+                if time.monotonic() > deadline:
+                    raise self._timed_out(path, 'no complete answer')
+                chunk = resp.raw.read1(65536, decode_content=True)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ApiError('GET %s: the answer is larger than %d '
+                                   'bytes' % (path, self.max_bytes))
+                chunks.append(chunk)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            resp.close()
+            if time.monotonic() > deadline:     # cut by the timer
+                raise self._timed_out(path, 'no complete answer') from exc
+            raise ApiError('GET %s failed while reading the answer: %s'
+                           % (path, exc)) from exc
+        except ApiError:
+            resp.close()
+            raise
+        resp.raw.release_conn()     # read to its end: reusable
+        return b''.join(chunks)
 
     def _get_page(self, path, params):
         body = self.get(path, params)
@@ -405,7 +581,7 @@ class IronicClient:
             except NotFound as exc:
                 if not markers or markers[-1] not in str(exc):
                     raise
-                LOG.info('Listing %s: marker %s deleted meanwhile; going '
+                LOG.info('Listing %s: marker %r deleted meanwhile; going '
                          'back one page', path, markers[-1])
                 markers.pop()
                 continue
@@ -414,7 +590,7 @@ class IronicClient:
             if marker is None:
                 return
             if marker in seen:
-                raise ApiError('listing %s loops at marker %s'
+                raise ApiError('listing %s loops at marker %r'
                                % (path, marker))
             seen.add(marker)
             markers.append(marker)
@@ -511,5 +687,4 @@ class IronicClient:
 
         :raises ApiError: after the configured retries.
         """
-        ports = {mac: node for mac, node in self.all_ports().values()}
-        return policy.Snapshot(ports=ports, nodes=self.inspection_nodes())
+        return view.snapshot_of(self.all_ports(), self.inspection_nodes())

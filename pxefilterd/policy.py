@@ -11,6 +11,10 @@ Rules (from the dnsmasq PXE filter specification):
   is not inspected);
 * a port of an inspected node -> allow;
 * every other port ironic knows -> deny;
+* a key (MAC or client id) that two or more ports claim -> deny, whatever
+  their nodes: ironic does not keep ``extra['client-id']`` unique, and a
+  node owner could copy the client id of another node's port; no claim can
+  be told from a copy, so none is trusted;
 * a MAC that ironic does not know follows the *unknown* policy: allowed while
   some node is inspected (so that a node whose ports are not enrolled yet can
   still boot the inspection ramdisk) or when auto-discovery is on, and always
@@ -58,10 +62,15 @@ class Snapshot:
     :ivar ports: normalised MAC -> node UUID (None for a port with no node).
     :ivar nodes: node UUID -> :class:`NodeInfo` for every node ironic has in
         an inspection state (whatever its inspect interface).
+    :ivar conflicts: key -> ``((port UUID, node UUID or None), ...)``, for
+        every key two or more ports claim (each also in ``ports``).
     """
 
     ports: typing.Mapping[str, typing.Optional[str]]
     nodes: typing.Mapping[str, NodeInfo] = dataclasses.field(
+        default_factory=dict)
+    conflicts: typing.Mapping[str, typing.Tuple[
+        typing.Tuple[str, typing.Optional[str]], ...]] = dataclasses.field(
         default_factory=dict)
 
 
@@ -106,10 +115,15 @@ class Desired:
 
     :ivar macs: normalised MAC -> Action, for every MAC that needs a file.
     :ivar unknown: the Action for every MAC without a file (the wildcard).
+    :ivar conflicts: the :attr:`Snapshot.conflicts` it was decided from
+        (every one of those keys is denied), or None when it was not
+        decided from ironic (:func:`fail_closed`).
     """
 
     macs: typing.Mapping[str, Action]
     unknown: Action
+    conflicts: typing.Optional[typing.Mapping[str, typing.Tuple[
+        typing.Tuple[str, typing.Optional[str]], ...]]] = None
 
     def entries(self):
         """Yield ``(key, action)`` for every file, the wildcard included."""
@@ -147,7 +161,10 @@ def decide(snapshot, options, cached=()):
         for mac, node in snapshot.ports.items():
             if node is not None and node in inspected_uuids:
                 result[mac] = Action.ALLOW
-    return Desired(macs=result, unknown=unknown)
+    for key in snapshot.conflicts:
+        result[key] = Action.DENY
+    return Desired(macs=result, unknown=unknown,
+                   conflicts=snapshot.conflicts)
 
 
 def fail_closed(cached=()):
@@ -181,6 +198,7 @@ class Reason:
     :ivar action: the Action.
     :ivar rule: a short name: ``inspected``, ``not-inspected``,
         ``out-of-scope``, ``unsupported-interface``, ``no-node``,
+        ``conflict``,
         ``unknown-deny-option``,
         ``unknown-auto-discovery``, ``unknown-during-inspection``,
         ``unknown-no-inspection``.
@@ -199,6 +217,8 @@ class Reason:
 def explain(mac, snapshot, options):
     """Return the :class:`Reason` for ``mac`` (a normalised MAC) in
     ``snapshot``: the same Action :func:`decide` gives it."""
+    if mac in snapshot.conflicts:
+        return conflict_reason(snapshot.conflicts[mac])
     if mac in snapshot.ports:
         node = snapshot.ports[mac]
         if node is None:
@@ -233,6 +253,18 @@ def explain(mac, snapshot, options):
                       % (node, info.provision_state, info.inspect_interface),
                       node=node)
     return unknown_reason(inspected_nodes(snapshot, options), options)
+
+
+def conflict_reason(claims):
+    """Return the :class:`Reason` for a key claimed by every port of
+    ``claims`` (``((port UUID, node UUID or None), ...)``)."""
+    return Reason(
+        Action.DENY, 'conflict',
+        'claimed by %d ports: %s; ironic should have it on one port only, '
+        'and no claim can be told from a copy (a client id can be copied '
+        'by whoever may edit a port): denied until only one port has it'
+        % (len(claims), ', '.join('port %s (node %s)' % claim
+                                  for claim in claims)))
 
 
 def _names(values):

@@ -24,7 +24,14 @@ arrive out of order:
   of the listing was read after them);
 * an inspection answer older than the one adopted is dropped;
 * ironic keeps MAC addresses unique: the newest port seen with a MAC owns
-  it, and an older port claiming the same MAC is forgotten.
+  it, and an older port claiming the same MAC is forgotten (it was deleted
+  or readdressed meanwhile) -- unless one answer (a page, a node's ports,
+  a feed's page) holds the MAC on both: then both are kept, a conflict;
+* ironic does *not* keep client ids (``extra['client-id']``) unique:
+  every port claiming one is kept, and two claims are a conflict.  A
+  conflict lasts until one of the ports lets go of the key (an edit, a
+  deletion seen by a node fetch or the next listing);
+  :func:`pxefilterd.policy.decide` denies the key meanwhile.
 
 Nothing here does I/O; :meth:`IronicView.snapshot` feeds
 :func:`pxefilterd.policy.decide`.
@@ -33,6 +40,7 @@ Nothing here does I/O; :meth:`IronicView.snapshot` feeds
 import dataclasses
 import typing
 
+from pxefilterd import macs as macs_mod
 from pxefilterd import policy
 
 #: port UUID -> (key: a normalised MAC or client id, node UUID or None)
@@ -58,6 +66,21 @@ def port_uuid(uuid):
     """The port's own UUID, for a port UUID or one :func:`client_id_port`
     made."""
     return uuid[:-len(CLIENT_ID_SUFFIX)] if is_derived(uuid) else uuid
+
+
+def _claim_order(claim):
+    return claim[0], claim[1] or ''
+
+
+def snapshot_of(ports, nodes):
+    """Return the :class:`policy.Snapshot` of one answer: ``ports`` (port
+    UUID -> (key, node)) and ``nodes`` (node UUID -> NodeInfo).  Any key
+    two ports hold is a conflict (see the module doc).
+    """
+    view = IronicView()
+    view.apply(Listing(0, ports))
+    view.apply(Inspection(0, nodes))
+    return view.snapshot()
 
 
 @dataclasses.dataclass
@@ -133,7 +156,9 @@ class IronicView:
         #: MAC -> what happened to its port (for the decision log); the
         #: reader clears it.
         self.notes = {}
-        self._owner = {}      # mac -> port UUID
+        self._owner = {}      # mac -> port UUID (the newest claim)
+        # mac -> {port UUID: node} for the keys two or more ports claim
+        self._claims = {}
         self._by_node = {}    # node -> set of port UUIDs
         self._listing_seq = -1
         self._answer_seq = -1
@@ -149,7 +174,16 @@ class IronicView:
     def snapshot(self):
         """Return a :class:`policy.Snapshot` sharing this view's mappings
         (valid until the next event is applied)."""
-        return policy.Snapshot(ports=self.macs, nodes=self.nodes)
+        return policy.Snapshot(ports=self.macs, nodes=self.nodes,
+                               conflicts=self.conflicts())
+
+    def conflicts(self):
+        """Return ``{key: ((port UUID, node), ...)}`` for the keys two or
+        more ports claim (port UUIDs as ironic names them, sorted)."""
+        return {key: tuple(sorted(((port_uuid(uuid), node)
+                                   for uuid, node in claim.items()),
+                                  key=_claim_order))
+                for key, claim in self._claims.items()}
 
     def port_of(self, mac):
         """Return ``(port UUID, node UUID or None)`` holding ``mac`` (a MAC
@@ -201,6 +235,7 @@ class IronicView:
         late_macs = {self.ports[u][0]: s for u, s in late.items()
                      if u in self.ports}
         ports = {}
+        page_of = {}
         lost_claims = set()
         boundaries = iter(listing.pages)
         limit, page_seq = next(boundaries, (0, listing.seq))
@@ -218,6 +253,7 @@ class IronicView:
                 # is fresher: that port has moved on since
                 lost_claims.add(mac)
             ports[uuid] = (mac, node)
+            page_of[uuid] = page_seq
         for uuid, s in late.items():
             if uuid not in self.ports:
                 continue
@@ -229,7 +265,7 @@ class IronicView:
         # Events' ports come last: of two ports with one MAC, the later
         # one wins (see _rebuild), and an event fresher than the page of
         # the other port is the truth.
-        self._rebuild(ports)
+        self._rebuild(ports, page_of)
         self._listing_seq = listing.seq
         self.listed = True
         self.changes += 1
@@ -260,7 +296,7 @@ class IronicView:
                 self._remove(uuid, seq)
         for uuid, (mac, owner) in ports.items():
             if owner == node:
-                self._upsert(uuid, mac, owner, seq)
+                self._upsert(uuid, mac, owner, seq, ports)
 
     def port_changes(self, seq, ports):
         """Apply ports as a change feed saw them (a port seen without a
@@ -270,7 +306,7 @@ class IronicView:
         for uuid, (mac, node) in ports.items():
             if node is not None and self._gone.get(node, -1) > seq:
                 continue
-            self._upsert(uuid, mac, node, seq)
+            self._upsert(uuid, mac, node, seq, ports)
             derived = client_id_port(uuid)
             if (not is_derived(uuid) and derived not in ports
                     and derived in self.ports):
@@ -291,6 +327,13 @@ class IronicView:
     # -- internals ------------------------------------------------------
 
     def _link(self, uuid, mac, node):
+        """Give ``mac`` to ``uuid`` as its newest claim; a port already
+        holding it keeps it too (a conflict): unlink it first to move the
+        key instead."""
+        other = self._owner.get(mac)
+        if other is not None:
+            claim = self._claims.setdefault(mac, {other: self.ports[other][1]})
+            claim[uuid] = node
         self.ports[uuid] = (mac, node)
         self.macs[mac] = node
         self._owner[mac] = uuid
@@ -298,7 +341,16 @@ class IronicView:
 
     def _unlink(self, uuid):
         mac, node = self.ports.pop(uuid)
-        if self._owner.get(mac) == uuid:
+        claim = self._claims.get(mac)
+        if claim is not None:
+            del claim[uuid]
+            if self._owner[mac] == uuid:
+                # the newest remaining claim
+                self._owner[mac] = next(reversed(claim))
+                self.macs[mac] = claim[self._owner[mac]]
+            if len(claim) < 2:
+                del self._claims[mac]
+        elif self._owner.get(mac) == uuid:
             del self._owner[mac]
             del self.macs[mac]
         members = self._by_node.get(node)
@@ -307,7 +359,26 @@ class IronicView:
             if not members:
                 del self._by_node[node]
 
-    def _upsert(self, uuid, mac, node, seq):
+    def _holders(self, mac):
+        """Every port UUID that holds ``mac``."""
+        claim = self._claims.get(mac)
+        if claim is not None:
+            return list(claim)
+        return [self._owner[mac]] if mac in self._owner else []
+
+    def _moves(self, mac, holder, answer):
+        """Whether a new claim on ``mac`` takes it from ``holder``.
+
+        :param answer: the ports of the answer the new claim comes in
+            (a page, a node's ports, a feed's page), or None.
+        """
+        if macs_mod.is_client_id(mac):
+            return False        # ironic does not keep client ids unique
+        # ironic keeps MACs unique: another port that had it has let go of
+        # it, unless the same answer says both have it.
+        return answer is None or answer.get(holder, (None,))[0] != mac
+
+    def _upsert(self, uuid, mac, node, seq, answer=None):
         if self.ports.get(uuid) == (mac, node):
             return
         if uuid in self.ports:
@@ -316,12 +387,12 @@ class IronicView:
                 self.notes[old] = 'its port %s now has address %s' % (uuid,
                                                                       mac)
             self._unlink(uuid)
-        other = self._owner.get(mac)
-        if other is not None:
-            # The MAC moved to this port: the other one was deleted or
-            # readdressed, and ironic allows a MAC on one port only.
-            self._unlink(other)
-            self._touched[other] = seq
+        for other in self._holders(mac):
+            if self._moves(mac, other, answer):
+                # The MAC moved to this port: the other one was deleted or
+                # readdressed.
+                self._unlink(other)
+                self._touched[other] = seq
         self._link(uuid, mac, node)
         self._touched[uuid] = seq
         self.changes += 1
@@ -332,15 +403,23 @@ class IronicView:
             self.changes += 1
         self._touched[uuid] = seq
 
-    def _rebuild(self, ports):
-        """Make ``ports`` the whole view; of two ports holding one MAC the
-        later one wins (pages are read in creation order)."""
+    def _rebuild(self, ports, page_of):
+        """Make ``ports`` the whole view.  Of two ports holding one MAC the
+        later one wins (pages are read in creation order), unless one page
+        holds both; every claim on a client id is kept.
+
+        :param page_of: port UUID -> the page (its ``seq``) that listed it,
+            for the ports a listing page said.
+        """
         self.ports = {}
         self.macs = {}
         self._owner = {}
+        self._claims = {}
         self._by_node = {}
         for uuid, (mac, node) in ports.items():
-            other = self._owner.get(mac)
-            if other is not None:
-                self._unlink(other)
+            page = page_of.get(uuid)
+            for other in self._holders(mac):
+                if page is None or page_of.get(other) != page:
+                    if not macs_mod.is_client_id(mac):
+                        self._unlink(other)
             self._link(uuid, mac, node)

@@ -87,6 +87,8 @@ class FakeIronic:
         self.nodes = {}        # uuid -> record dict
         self.mode = 'ok'
         self.delay = 0.0
+        self.padding = 0       # spaces added to every API answer
+        self.stopping = threading.Event()
         self.requests = []     # (path, query)
         self.versions = []     # the microversion of each request
         self.failures = 0      # the next N API requests answer 500
@@ -110,6 +112,7 @@ class FakeIronic:
         return self
 
     def stop(self):
+        self.stopping.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -195,10 +198,39 @@ class FakeIronic:
                     time.sleep(fake.delay)
                 data = body if isinstance(body, bytes) else \
                     json.dumps(body).encode()
+                if split.path.startswith('/v1/'):
+                    data += b' ' * fake.padding
+                if (fake.mode == 'trickle-headers'
+                        and split.path.startswith('/v1/')):
+                    # the status line and headers, one byte every `delay`
+                    head = ('HTTP/1.1 %d OK\r\nContent-Type: application/json'
+                            '\r\nX-Padding: %s\r\nContent-Length: %d\r\n'
+                            '\r\n' % (status, 'x' * 1000, len(data))).encode()
+                    for i in range(len(head)):
+                        try:
+                            self.wfile.write(head[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return      # the client gave up
+                        if fake.stopping.wait(fake.delay):
+                            return
+                    self.wfile.write(data)
+                    return
                 self.send_response(status)
                 self.send_header('Content-Type', 'application/json')
                 self.send_header('Content-Length', str(len(data)))
                 self.end_headers()
+                if fake.mode == 'trickle' and split.path.startswith('/v1/'):
+                    # one byte every `delay` seconds: each read is quick
+                    for i in range(len(data)):
+                        try:
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                        except OSError:
+                            return      # the client gave up
+                        if fake.stopping.wait(fake.delay):
+                            return
+                    return
                 self.wfile.write(data)
 
         return Handler

@@ -613,9 +613,8 @@ def cmd_check_config(conf, out):
     config, env, warnings = checks.environment_problems(conf, info)
     if not files:
         warnings.insert(0, 'no configuration file was read (none given with '
-                        '--config-file, none found in the usual places: '
-                        '~/.pxefilterd/, ~/, /etc/pxefilterd/, /etc/): every '
-                        'option has its default')
+                        '--config-file, and no %s): every option has its '
+                        'default' % pxf_conf.DEFAULT_CONFIG_FILE)
     warnings[:0] = checks.unknown_options(conf)
     for line in info:
         out.write('info: %s\n' % line)

@@ -2,6 +2,7 @@
 
 import ctypes
 import functools
+import grp
 import logging
 import os
 import signal
@@ -91,9 +92,42 @@ def build_service(conf):
         notifier=notify.Notifier(),
         reload_settings=reload_settings,
         pid_file=dn.dnsmasq_pid_file or None,
-        control_factory=(functools.partial(control.ControlServer,
-                                           conf.control_socket)
+        control_factory=(functools.partial(serve_control,
+                                           conf.control_socket,
+                                           conf.control_socket_group)
                          if conf.control_socket else None))
+
+
+def serve_control(path, group, ask):
+    """Return a :class:`control.ControlServer` on ``path`` whose socket
+    has group ``group`` (a name; empty: the daemon's own group).
+
+    The socket is made 0660 with the daemon's group first, so it is never
+    open to more than the daemon's group and the operators' group.  A group
+    that does not exist leaves it so, with a warning.
+
+    :raises control.ControlError: the socket cannot be made, or the group
+        exists but cannot be given (the daemon is not a member).
+    """
+    server = control.ControlServer(path, ask)
+    if not group:
+        return server
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        LOG.warning('Control socket %s: group %s does not exist; the socket '
+                    'keeps the group of the daemon (create the group, or set '
+                    '[DEFAULT] control_socket_group)', path, group)
+        return server
+    try:
+        os.chown(path, -1, gid)
+    except OSError as exc:
+        server.close()
+        raise control.ControlError(
+            'cannot give %s to group %s: %s (the daemon must be a member: '
+            'SupplementaryGroups=%s)' % (path, group, exc.strerror or exc,
+                                         group)) from exc
+    return server
 
 
 # mallopt(3) parameter number, from glibc's <malloc.h>.

@@ -1,5 +1,7 @@
 """Configuration options, one module per group.  See :mod:`.opts`."""
 
+import os
+
 from oslo_config import cfg
 
 from pxefilterd.conf import default
@@ -10,6 +12,9 @@ from pxefilterd.conf import pxe_filter
 
 CONF = cfg.CONF
 
+#: The one file read when the command line names none.
+DEFAULT_CONFIG_FILE = '/etc/pxefilterd/pxefilterd.conf'
+
 _MODULES = (default, pxe_filter, dnsmasq, ironic, metrics)
 
 
@@ -17,6 +22,27 @@ def register_opts(conf):
     """Register every pxefilterd option on ``conf`` (idempotent)."""
     for module in _MODULES:
         module.register_opts(conf)
+
+
+def config_sources():
+    """Return the ``default_config_files``/``default_config_dirs`` keyword
+    arguments for parsing pxefilterd's configuration.
+
+    Only what the command line names is read (``--config-file``,
+    ``--config-dir``); without ``--config-file``, only
+    :data:`DEFAULT_CONFIG_FILE` if it exists and this user may read it.
+    oslo.config's own defaults would also read ``~/.pxefilterd/``, ``~/``
+    and ``~/.pxefilterd/pxefilterd.conf.d/`` (the latter even with
+    ``--config-file``): the
+    daemon user's home is its state directory, which it owns, so it could
+    configure its own (root-started) daemon.
+    """
+    # Unreadable (an operator, not in pxefilterd's group): every option
+    # has its default, which is what pxefilterd-ctl explain and status need
+    # to ask the daemon.
+    files = ([DEFAULT_CONFIG_FILE] if os.access(DEFAULT_CONFIG_FILE, os.R_OK)
+             and os.path.isfile(DEFAULT_CONFIG_FILE) else [])
+    return {'default_config_files': files, 'default_config_dirs': []}
 
 
 def policy_options(conf):

@@ -15,10 +15,20 @@ opts = [
                default='/run/pxefilterd/control.sock',
                help='Unix socket on which the daemon answers '
                     '"pxefilterd-ctl explain" and "status" (read-only; mode '
-                    '0660: its user, its group and root may ask).  The '
-                    'shipped unit creates /run/pxefilterd '
+                    '0660: its user, control_socket_group and root may '
+                    'ask).  The shipped unit creates /run/pxefilterd '
                     '(RuntimeDirectory=).  Empty: not served; the commands '
                     'then ask ironic and read the hostsdir themselves.'),
+    cfg.StrOpt('control_socket_group',
+               default='pxefilterd-operators',
+               help='Group given the control socket: its members may use '
+                    '"pxefilterd-ctl explain" and "status" against the '
+                    'daemon.  Not the daemon\'s own group, which may read '
+                    'pxefilterd.conf and the ironic credentials in it.  The '
+                    'daemon must be a member (the shipped unit has '
+                    'SupplementaryGroups=pxefilterd-operators).  If no such '
+                    'group exists, the socket keeps the daemon\'s group and a '
+                    'warning says so; empty: the daemon\'s group.'),
 ]
 
 

@@ -69,12 +69,16 @@ opts = [
                      'conductor_group; the default group is ""), like '
                      'shard.  With both set, a node must match both.  '
                      'Empty: every group.  Needs ironic API 1.46.'),
-    cfg.IntOpt('max_stale_seconds', default=0, min=0, max=31536000,
+    cfg.IntOpt('max_stale_seconds', default=300, min=0, max=31536000,
                mutable=True,
                help='When no synchronisation with ironic has succeeded for '
                     'this many seconds, fail closed: deny every MAC and the '
-                    'unknown ones until ironic answers again.  0 keeps the '
-                    'last applied state forever.'),
+                    'unknown ones until ironic answers again.  It bounds how '
+                    'long a node that left inspection may still boot while '
+                    'ironic cannot be read; failing closed also stops the '
+                    'inspections under way, so it is well above a restart '
+                    'of ironic or a few failed requests.  0 keeps the last '
+                    'applied state forever.'),
 ]
 
 

@@ -1,6 +1,9 @@
 """IronicClient against the fake ironic over real HTTP on 127.0.0.1."""
 
+import logging
+import threading
 import time
+import uuid as uuid_mod
 
 import pytest
 
@@ -83,6 +86,56 @@ def test_slow_ironic_hits_the_request_timeout(fake, client):
         client.inspection_nodes()
     # two attempts of 0.5 s each, not 2 x 3 s
     assert time.monotonic() - started < 2.9
+
+
+def in_thread(func, bound=60):
+    """Run ``func`` in a thread; return what it raised or returned, or
+    'still running' if it has not returned within ``bound`` seconds (a
+    generous bound: the test fails instead of hanging)."""
+    result = ['still running']
+
+    def run():
+        try:
+            result[0] = func()
+        except Exception as exc:
+            result[0] = exc
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(bound)
+    return result[0]
+
+
+def test_a_trickling_ironic_hits_the_request_deadline(fake):
+    """[ironic] timeout bounds the whole request, not each read: an answer
+    trickled a byte at a time (each read well within the timeout) fails
+    the request instead of holding it for minutes."""
+    client = fake.client(timeout=1.0, retries=0)
+    client.inspection_nodes()      # version discovery done
+    fake.mode, fake.delay, fake.padding = 'trickle', 0.2, 1000
+    outcome = in_thread(client.inspection_nodes)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'no complete answer within 1.0 s' in str(outcome)
+    fake.mode, fake.padding = 'ok', 0
+    assert client.inspection_nodes() is not None   # and it recovers
+
+
+def test_a_trickling_status_line_and_headers_hit_the_deadline(fake):
+    client = fake.client(timeout=1.0, retries=0)
+    client.inspection_nodes()      # version discovery done
+    fake.mode, fake.delay = 'trickle-headers', 0.2
+    outcome = in_thread(client.inspection_nodes)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'within 1.0 s' in str(outcome)
+    fake.mode = 'ok'
+    assert client.inspection_nodes() is not None   # and it recovers
+
+
+def test_an_oversized_answer_is_refused(fake):
+    client = fake.client(page_size=10, retries=0)
+    fake.padding = ironic.max_answer_bytes(10) + 1
+    outcome = in_thread(client.snapshot)
+    assert isinstance(outcome, ironic.ApiError), outcome
+    assert 'the answer is larger than' in str(outcome)
 
 
 def test_ports_of_a_node(fake, client):
@@ -184,5 +237,40 @@ def test_an_infiniband_port_has_its_client_id_as_a_second_key(caplog):
         assert "Port %s: its extra client-id 'not hex' is not a client id" \
             % bad in caplog.text
         assert f.client().ports_of(node) == listing.ports
+    finally:
+        f.stop()
+
+
+FORGED = '\npxefilterd exiting with status 0: forged'
+
+
+def test_no_log_line_is_forged_by_what_ironic_sends(caplog):
+    """Line breaks in a port's uuid, its node_uuid, a node's fields or an
+    error body reach no log line and no error message raw: the entry is
+    skipped (and logged as a repr), the rest is used."""
+    f = FakeIronic().start()
+    try:
+        node = f.add_node(provision_state='inspect wait')
+        odd = f.add_node(provision_state='inspect wait',
+                         inspect_interface='agent' + FORGED)
+        f.add_port(node, '52:54:00:00:00:01', uuid='x' + FORGED)
+        f.add_port(node, '52:54:00:00:00:01', uuid=str(uuid_mod.uuid4()))
+        bad_node = f.add_port(None, '52:54:00:00:00:02')
+        f.set_port(bad_node, node_uuid=node + FORGED)
+        f.add_port(odd, '52:54:00:00:00:03')
+        caplog.set_level(logging.DEBUG, logger='pxefilterd')
+        snap = f.client().snapshot()
+        assert snap.ports == {'52:54:00:00:00:01': node,
+                              '52:54:00:00:00:03': odd}
+        assert set(snap.nodes) == {node}
+        f._misbehave = lambda path: (500, ('oops' + FORGED).encode())
+        with pytest.raises(ironic.ApiError) as exc:
+            f.client().snapshot()
+        assert 'pxefilterd exiting' in str(exc.value)
+        assert '\n' not in str(exc.value)
+        messages = [r.getMessage() for r in caplog.records]
+        assert len([m for m in messages if 'Skipping' in m]) == 3
+        for message in messages:
+            assert '\n' not in message, message
     finally:
         f.stop()

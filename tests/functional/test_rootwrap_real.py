@@ -25,10 +25,10 @@ pytestmark = pytest.mark.skipif(
     reason='needs root and pxefilterd-rootwrap installed')
 
 
-def conf(tmp_path, exec_dirs=None):
+def conf(tmp_path, exec_dirs=None, filters=None):
     text = (REPO / 'etc/pxefilterd/rootwrap.conf').read_text()
     text = text.replace('filters_path=/etc/pxefilterd/rootwrap.d',
-                        'filters_path=%s' % (REPO / 'rootwrap.d'))
+                        'filters_path=%s' % (filters or REPO / 'rootwrap.d'))
     if exec_dirs is not None:
         text = text.replace('exec_dirs=/usr/lib/pxefilterd/rootwrap-no-bin',
                             'exec_dirs=%s' % exec_dirs)
@@ -93,10 +93,32 @@ def real_dnsmasq(tmp_path):
         proc.wait(10)
 
 
-def test_the_seeds_kill_commands_run_through_the_shipped_filters(
+def kill_filters_enabled(tmp_path):
+    """A copy of the shipped filters with the (commented-out) kill filters
+    enabled, as their comment says."""
+    directory = tmp_path / 'rootwrap.d'
+    directory.mkdir(exist_ok=True)
+    text = (REPO / 'rootwrap.d/pxefilterd.filters').read_text()
+    (directory / 'pxefilterd.filters').write_text(
+        text.replace('#kill_dnsmasq', 'kill_dnsmasq'))
+    return directory
+
+
+def test_the_shipped_filters_let_no_dnsmasq_be_signalled(tmp_path,
+                                                          real_dnsmasq):
+    proc, pid_file = real_dnsmasq
+    for argv in (['kill', '-HUP', str(proc.pid)], ['kill', str(proc.pid)]):
+        out = rootwrap(conf(tmp_path), argv)
+        assert out.returncode != 0
+        assert 'Unauthorized command' in out.stderr + out.stdout
+    assert proc.poll() is None
+
+
+def test_the_seeds_kill_commands_run_through_the_enabled_kill_filters(
         tmp_path, real_dnsmasq):
     proc, pid_file = real_dnsmasq
-    helper = [str(ROOTWRAP), str(conf(tmp_path))]
+    helper = [str(ROOTWRAP),
+              str(conf(tmp_path, filters=kill_filters_enabled(tmp_path)))]
     reload = commands.Command.from_line(
         'reload', 'kill -HUP $(cat %s)' % pid_file, helper, 30)
     reload.run()
@@ -110,7 +132,8 @@ def test_the_seeds_kill_commands_run_through_the_shipped_filters(
 def test_kill_of_anything_but_dnsmasq_is_refused(tmp_path):
     sleeper = subprocess.Popen(['sleep', '60'])
     try:
-        out = rootwrap(conf(tmp_path), ['kill', str(sleeper.pid)])
+        out = rootwrap(conf(tmp_path, filters=kill_filters_enabled(tmp_path)),
+                       ['kill', str(sleeper.pid)])
         assert out.returncode != 0
         assert sleeper.poll() is None
     finally:

@@ -209,3 +209,80 @@ def test_help_says_what_the_daemon_does(capsys):
     assert 'The ironic PXE filter for an inspection dnsmasq' in out
     assert 'the ports of nodes under inspection may PXE boot' in out
     assert 'Exit status: 0 stopped by a signal' in out
+
+
+def plant_home(tmp_path, monkeypatch):
+    """A home directory like the daemon user's state directory, holding the
+    configuration oslo.config would find there by default."""
+    home = tmp_path / 'home'
+    planted = home / '.pxefilterd' / 'pxefilterd.conf.d'
+    planted.mkdir(parents=True)
+    evil = '[DEFAULT]\nroot_helper = /tmp/planted-helper\n'
+    (planted / 'evil.conf').write_text(evil)
+    (home / '.pxefilterd' / 'pxefilterd.conf').write_text(evil)
+    (home / 'pxefilterd.conf').write_text(evil)
+    monkeypatch.setenv('HOME', str(home))
+    return home
+
+
+def test_only_the_files_given_are_read(tmp_path, monkeypatch):
+    """Nothing from the home directory (the daemon user's own state
+    directory) configures the daemon: only --config-file/--config-dir."""
+    plant_home(tmp_path, monkeypatch)
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    path = tmp_path / 'pxefilterd.conf'
+    path.write_text('[pxe_filter]\n')
+    daemon.load_config(conf, ['--config-file', str(path)])
+    assert checks.files_read(conf) == [str(path)]
+    assert conf.root_helper != '/tmp/planted-helper'
+
+
+def test_without_config_file_only_the_system_file_is_read(tmp_path,
+                                                          monkeypatch):
+    plant_home(tmp_path, monkeypatch)
+    system = tmp_path / 'etc' / 'pxefilterd.conf'
+    monkeypatch.setattr(pxf_conf, 'DEFAULT_CONFIG_FILE', str(system))
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    daemon.load_config(conf, [])
+    assert checks.files_read(conf) == []
+    assert conf.root_helper != '/tmp/planted-helper'
+    system.parent.mkdir()
+    system.write_text('[DEFAULT]\nroot_helper = sudo\n')
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    daemon.load_config(conf, [])
+    assert checks.files_read(conf) == [str(system)]
+    assert conf.root_helper == 'sudo'
+
+
+def test_an_unreadable_system_file_is_not_read_by_default(tmp_path,
+                                                          monkeypatch):
+    """An operator (not in pxefilterd's group) cannot read pxefilterd.conf:
+    pxefilterd-ctl explain/status then run with the defaults (they only
+    need the socket), instead of failing on the file."""
+    system = tmp_path / 'pxefilterd.conf'
+    system.write_text('[DEFAULT]\nroot_helper = sudo\n')
+    monkeypatch.setattr(pxf_conf, 'DEFAULT_CONFIG_FILE', str(system))
+    real_access = pxf_conf.os.access
+    monkeypatch.setattr(pxf_conf.os, 'access', lambda path, mode: (
+        False if path == str(system) else real_access(path, mode)))
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    assert checks.parse(conf, []) == []
+    assert checks.files_read(conf) == []
+    assert conf.root_helper != 'sudo'
+
+
+def test_a_stuck_ironic_fails_closed_by_default():
+    """With no successful poll for max_stale_seconds, every MAC is denied:
+    on by default (0, never, kept a finished inspection's ports allowed as
+    long as ironic stayed stuck), and below ironic's own inspect wait
+    timeout (1800 s)."""
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf([], project='pxefilterd', default_config_files=[])
+    assert 0 < conf.pxe_filter.max_stale_seconds < 1800
+    assert daemon.settings_from_conf(conf).max_stale_seconds == \
+        conf.pxe_filter.max_stale_seconds

@@ -564,3 +564,20 @@ def test_check_config_says_when_no_file_was_read(tmp_path, monkeypatch):
     code, out = run('check-config')
     assert 'warning: no configuration file was read' in out
     assert 'info: configuration files read' not in out
+
+
+def test_check_config_names_exactly_the_files_it_reads(tmp_path, hdir,
+                                                        fake_source,
+                                                        monkeypatch):
+    """A configuration planted in the home directory is neither read nor
+    hidden: check-config lists exactly the files that configure it."""
+    home = tmp_path / 'home'
+    planted = home / '.pxefilterd' / 'pxefilterd.conf.d'
+    planted.mkdir(parents=True)
+    (planted / 'evil.conf').write_text('[pxe_filter]\nsync_period = soon\n')
+    monkeypatch.setenv('HOME', str(home))
+    conf = write_conf(tmp_path, hdir)
+    code, out = run('--config-file', conf, 'check-config')
+    assert 'info: configuration files read: %s\n' % conf in out
+    assert 'evil.conf' not in out
+    assert code == 0, out

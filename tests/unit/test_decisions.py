@@ -54,3 +54,27 @@ def test_a_large_step_is_summed_up(monkeypatch, caplog):
     assert lines[-1] == ('... and 4 more decision change(s) in this step '
                          '(4 to allow)')
     assert decisions.label(macs.WILDCARD) == 'Unknown MACs'
+
+
+def test_a_conflict_is_logged_once_and_its_end_too(caplog):
+    caplog.set_level(logging.INFO, logger='pxefilterd.decision')
+    claims = (('port-1', 'node-a'), ('port-2', 'node-b'))
+    log = decisions.DecisionLog()
+
+    def step(conflicts):
+        log.record(policy.Desired({IB: Action.DENY}, Action.DENY,
+                                  conflicts=conflicts), reason)
+    step({})
+    step({IB: claims})
+    step({IB: claims})
+    step({IB: claims + (('port-3', None),)})
+    step(None)          # failed closed: not decided from ironic
+    step({})
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        'Client %s: %s [rule=conflict]'
+        % (IB, policy.conflict_reason(claims).text),
+        'Client %s: %s [rule=conflict]'
+        % (IB, policy.conflict_reason(claims + (('port-3', None),)).text),
+        'Client %s: no longer claimed by more than one port' % IB]
+    assert 'claimed by 2 ports: port port-1 (node node-a)' in lines[0]

@@ -393,3 +393,21 @@ def test_explain_never_claims_nothing_while_a_foreign_record_may_be_live(
     result = json.loads(out)
     assert result['dnsmasq']['foreign_records'] is True
     assert 'not known for sure' in result['serves']['dnsmasq_answers']
+
+
+def test_explain_without_a_daemon_names_a_conflict(fake, tmp_path):
+    """Two ports claim one client id: explain (asking ironic) says it is
+    denied, and names both ports."""
+    hdir = tmp_path / 'hostsdir'
+    hdir.mkdir()
+    ib = 'ff:00:00:00:00:00:02:00:00:02:c9:00:00:02:c9:03:00:0a:0b:01'
+    node_a = fake.add_node(provision_state='active')
+    node_b = fake.add_node(provision_state='inspect wait')
+    pa = fake.add_port(node_a, A1, extra={'client-id': ib})
+    pb = fake.add_port(node_b, B1, extra={'client-id': ib})
+    conf = write_conf(tmp_path, hdir, fake.url, str(tmp_path / 'no.sock'))
+    code, out = run('--config-file', conf, 'explain', 'id:' + ib,
+                    '--format', 'json')
+    result = json.loads(out)
+    assert (result['action'], result['rule']) == ('deny', 'conflict')
+    assert pa in result['text'] and pb in result['text']

@@ -637,3 +637,38 @@ def test_address_change_of_an_old_port_is_seen_by_the_changed_feed(fake):
                 if p == '/v1/ports' and q.get('sort_key') == 'id']
     assert new_page and all(int(q['limit']) == feed.FEED_PAGE
                             for q in new_page)
+
+
+def test_a_copied_client_id_is_denied_not_hijacked(fake):
+    """ironic keeps client ids unique nowhere: a port on a node in inspect
+    wait copying the client id of an active node's port does not get it
+    allowed; the key is denied while two ports claim it, and explain says
+    why."""
+    (a, pa, ma), (b, pb, mb) = enroll(fake, 2)
+    fake.set_port(pa, extra={'client-id': IB % 1})
+    fake.set_node(a, provision_state='active')
+    fake.set_node(b, provision_state='inspect wait')
+    rig = Rig(fake)
+    rig.list()
+    rig.poll()
+    key = 'id:' + IB % 1
+    assert rig.allowed()[0] == {mb}
+    copy = fake.add_port(b, mac(7), extra={'client-id': IB % 1})
+    rig.poll()                    # the new-ports feed
+    assert rig.allowed()[0] == {mb, mac(7)}
+    rig.list()                    # a full listing: the copy comes last
+    assert rig.allowed()[0] == {mb, mac(7)}
+    snap = rig.view.snapshot()
+    assert snap.conflicts == {key: tuple(sorted([(pa, a), (copy, b)]))}
+    why = policy.explain(key, snap, rig.settings.options)
+    assert (why.action, why.rule) == (policy.Action.DENY, 'conflict')
+    assert pa in why.text and copy in why.text
+    # the copy removed: one claim again, the active node's (denied)
+    fake.set_port(copy, extra={})
+    rig.poll()
+    assert rig.view.snapshot().conflicts == {}
+    assert rig.view.port_of(key) == (pa, a)
+    assert rig.allowed()[0] == {mb, mac(7)}
+    fake.set_node(a, provision_state='inspect wait')
+    rig.poll()
+    assert rig.allowed()[0] == {ma, mb, mac(7), key}

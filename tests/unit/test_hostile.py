@@ -5,6 +5,8 @@ exactly one of the four valid lowercase forms for its name; uppercase and
 dashed MACs are normalised consistently; no input raises.
 """
 
+import dataclasses
+import logging
 import os
 import shutil
 import string
@@ -154,3 +156,63 @@ def test_hostile_directory_contents_are_purged_or_healed(files):
         store.unlock()
     finally:
         shutil.rmtree(parent)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def capture(func, *args):
+    """Run ``func``; return its result and every message logged meanwhile
+    (at any level)."""
+    handler = _Records()
+    logger = logging.getLogger('pxefilterd')
+    old_level = logger.level
+    logger.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    try:
+        return func(*args), handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+
+FORGED = '\npxefilterd exiting with status 0: forged\r'
+hostile_text = st.one_of(
+    st.none(), st.integers(), st.sampled_from(['agent', 'inspect wait']),
+    st.builds(lambda a, b: a + FORGED + b, st.text(max_size=5),
+              st.text(max_size=5)),
+    st.text(max_size=20))
+node_entry = st.fixed_dictionaries({
+    'uuid': st.one_of(st.sampled_from(NODES), hostile_text,
+                      st.just(NODES[0] + FORGED)),
+    'provision_state': hostile_text, 'inspect_interface': hostile_text,
+    'shard': hostile_text, 'conductor_group': hostile_text})
+forging_port = st.fixed_dictionaries({
+    'uuid': st.one_of(hostile_uuid, st.just(PORTS[1] + FORGED)),
+    'address': st.one_of(hostile_address,
+                         st.just('52:54:00:00:00:01' + FORGED)),
+    'node_uuid': st.one_of(st.sampled_from(NODES), hostile_text),
+    'extra': st.fixed_dictionaries({'client-id': hostile_text})})
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(forging_port, max_size=6), st.lists(node_entry, max_size=6))
+def test_nothing_ironic_sends_forges_a_log_line(ports, nodes):
+    """Whatever the entries hold, no log line holds a raw line break, and
+    every node field that is kept (and may reach logs and explain) is
+    printable."""
+    parsed, messages = capture(
+        lambda: (list(ironic.parse_ports({'ports': ports}, [])),
+                 list(ironic.parse_nodes({'nodes': nodes}, []))))
+    for message in messages:
+        assert '\n' not in message and '\r' not in message, message
+    for uuid, info in parsed[1]:
+        assert ironic.valid_uuid(uuid) == uuid
+        for value in dataclasses.astuple(info):
+            assert value is None or value.isprintable(), info

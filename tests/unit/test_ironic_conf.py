@@ -122,3 +122,17 @@ def test_status_code_retries_are_keystoneauths_on_top_of_api_retries(fake):
         timeout=2))
     with pytest.raises(ironic.ApiError, match='503'):
         client.inspection_nodes({'inspect wait'})
+
+
+@pytest.mark.parametrize('pool', ['_HTTPPool', '_HTTPSPool'])
+def test_the_deadline_timer_knows_the_connection_of_its_request(pool):
+    """Both pool kinds (plain and TLS) tell the timer which connection the
+    request took, so that the deadline can cut it."""
+    timer = ironic.deadline_timer(3600)
+    try:
+        conn = getattr(ironic, pool)('127.0.0.1', 9)._get_conn()
+        taken = ironic._TAKEN.taken
+        assert taken.conn is conn
+    finally:
+        timer.cancel()
+        ironic._TAKEN.taken = None

@@ -150,6 +150,34 @@ def test_systemd_sysusers_snippet(tmp_path):
     assert 'pxefilterd' in proc.stdout + proc.stderr
 
 
+def test_the_daemon_user_has_no_home():
+    """A home it owns would hold per-user configuration (oslo.config looks
+    in ~/.pxefilterd/), so the daemon user gets none."""
+    users = [line.split('"')[-1].split() for line in
+             (SYSTEMD / 'sysusers.d' / 'pxefilterd.conf').read_text()
+             .splitlines() if line.startswith('u ')]
+    assert users == [['/nonexistent']]
+
+
+def test_operators_reach_the_socket_without_the_daemons_group():
+    """The control socket's group is created by sysusers and the daemon
+    is a member (to give it the socket); operators, in that group, can
+    reach /run/pxefilterd but never read pxefilterd.conf."""
+    from pxefilterd.conf import default
+    group = {o.dest: o.default for o in default.opts}['control_socket_group']
+    groups = [line.split()[1] for line in
+              (SYSTEMD / 'sysusers.d' / 'pxefilterd.conf').read_text()
+              .splitlines() if line.startswith('g ')]
+    assert groups == [group] and group != 'pxefilterd'
+    u = unit('pxefilterd.service')
+    assert one(u, 'Service', 'SupplementaryGroups') == group
+    assert one(u, 'Service', 'RuntimeDirectoryMode') == '0755'
+    readme = (REPO / 'README.md').read_text()
+    assert ('install -m 0640 -g pxefilterd '
+            'etc/pxefilterd/pxefilterd.conf.example') in readme
+    assert 'usermod -a -G %s' % group in readme
+
+
 def test_hostsdir_is_the_same_everywhere():
     dnsmasq_conf = (ETC / 'dnsmasq.conf').read_text().splitlines()
     assert 'dhcp-hostsdir=%s' % HOSTSDIR in dnsmasq_conf

@@ -199,3 +199,18 @@ def test_out_of_scope_reason_names_the_nodes_shard_and_the_scope():
     assert 'conductor groups any' in reason.text
     assert policy.unknown_reason(frozenset(), options).text.endswith(
         "no node in this filter's scope is inspected: denied")
+
+
+def test_a_key_two_ports_claim_is_denied_and_explained():
+    claims = (('port-1', 'node-a'), ('port-2', 'node-b'))
+    snapshot = policy.Snapshot(
+        ports={A1: 'node-a', 'id:ff:00:01': 'node-b'},
+        nodes=dict.fromkeys(['node-a', 'node-b'], WAIT),
+        conflicts={A1: claims, 'id:ff:00:01': claims})
+    desired = policy.decide(snapshot, policy.Options())
+    assert desired.macs == {A1: Action.DENY, 'id:ff:00:01': Action.DENY}
+    assert desired.conflicts == snapshot.conflicts
+    why = policy.explain(A1, snapshot, policy.Options())
+    assert (why.action, why.rule) == (Action.DENY, 'conflict')
+    assert why.text.startswith('claimed by 2 ports: port port-1 (node '
+                               'node-a), port port-2 (node node-b);')

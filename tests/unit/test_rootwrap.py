@@ -133,6 +133,10 @@ def test_every_shipped_filter_names_an_absolute_program(filters):
     ['/bin/sh', '-c', 'systemctl stop %s' % UNIT],
     ['sh', '-c', 'systemctl stop %s' % UNIT],
     ['dnsmasq', '--conf-file=/etc/pxefilterd/dnsmasq.conf'],
+    ['dnsmasq', '-C', '/tmp/evil.conf'],
+    ['dnsmasq', '--dhcp-script=/tmp/evil.sh'],
+    ['/usr/sbin/dnsmasq', '--keep-in-foreground',
+     '--conf-file=/etc/pxefilterd/dnsmasq.conf'],
     ['sudo', 'systemctl', 'stop', UNIT],
 ])
 def test_near_misses_are_refused(filters, exec_dirs, argv):
@@ -144,9 +148,37 @@ def test_only_our_filters_and_rootwraps_builtin_are_loaded(filters):
     names = sorted(f.name for f in filters)
     # oslo.rootwrap always appends a privsep-helper filter: exec_dirs of
     # rootwrap.conf must not contain a privsep-helper (see admin guide).
-    assert names == ['kill_dnsmasq', 'kill_dnsmasq_signal', 'privsep-helper',
+    assert names == ['privsep-helper',
                      'systemctl_reload', 'systemctl_start', 'systemctl_stop']
     assert all(f.run_as == 'root' for f in filters)
+
+
+def test_the_kill_filters_ship_disabled(tmp_path):
+    """The shipped commands never signal a process: the kill filters,
+    which would let the pxefilterd user signal any dnsmasq on the host,
+    are commented out, with the reason; enabling them (uncommenting their
+    two lines) gives the filters described there."""
+    text = (FILTERS_DIR / 'pxefilterd.filters').read_text()
+    filters = wrapper.load_filters([str(FILTERS_DIR)])
+    assert not [f for f in filters if 'Kill' in type(f).__name__]
+    assert 'ANY dnsmasq on this host' in text
+    enabled = enable_kill_filters(tmp_path)
+    kills = [f for f in wrapper.load_filters([str(enabled)])
+             if 'Kill' in type(f).__name__]
+    assert sorted(f.name for f in kills) == ['kill_dnsmasq',
+                                             'kill_dnsmasq_signal']
+    assert all(f.args[0] == '/usr/sbin/dnsmasq' for f in kills)
+
+
+def enable_kill_filters(tmp_path):
+    """A copy of the shipped filters with the kill filters enabled, as the
+    comment there says; return its directory."""
+    directory = tmp_path / 'rootwrap.d'
+    directory.mkdir()
+    text = (FILTERS_DIR / 'pxefilterd.filters').read_text()
+    (directory / 'pxefilterd.filters').write_text(
+        text.replace('#kill_dnsmasq', 'kill_dnsmasq'))
+    return directory
 
 
 def test_rootwrap_conf():
@@ -165,3 +197,18 @@ def test_rootwrap_conf():
 def test_setup_cfg_installs_the_filters_where_rootwrap_conf_looks():
     setup_cfg = (REPO / 'setup.cfg').read_text()
     assert 'etc/pxefilterd/rootwrap.d = rootwrap.d/*' in setup_cfg
+
+
+@pytest.mark.parametrize('argv', [
+    ['kill', '-HUP', '1'],
+    ['kill', '1'],
+    ['kill', '-KILL', '1'],
+    ['kill', '999999999'],
+    ['kill', '$(cat /run/dnsmasq.pid)'],
+    ['kill', '-HUP', str(os.getpid())],
+])
+def test_enabled_kill_filters_refuse_what_is_not_a_dnsmasq(tmp_path,
+                                                         exec_dirs, argv):
+    filters = wrapper.load_filters([str(enable_kill_filters(tmp_path))])
+    with pytest.raises(wrapper.NoFilterMatched):
+        wrapper.match_filter(filters, argv, exec_dirs=exec_dirs)

@@ -3,6 +3,9 @@
 import itertools
 import random
 
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 import pytest
 
 from pxefilterd import policy
@@ -15,6 +18,7 @@ P1, P2, P3, P4 = ('bbbbbbbb-0000-4000-8000-00000000000%d' % i
                   for i in range(1, 5))
 M1, M2, M3, M4 = ('52:54:00:00:00:%02x' % i for i in range(1, 5))
 WAIT = policy.NodeInfo('inspect wait', 'agent')
+IB1, IB2 = 'id:ff:00:01', 'id:ff:00:02'
 
 
 def listed(seq=0, **extra):
@@ -233,11 +237,46 @@ def test_older_listing_after_a_newer_one_is_dropped():
     assert v.macs == {M1: NA, M2: NB}
 
 
-def test_two_ports_with_one_mac_in_a_listing_keep_the_later():
+def test_two_ports_with_one_mac_on_two_pages_keep_the_later():
+    """A MAC deleted on one port and given to a new one between two pages:
+    ironic never had both at once."""
     v = IronicView()
-    v.apply(Listing(0, {P1: (M1, NA), P2: (M1, NB)}))
+    v.apply(Listing(0, {P1: (M1, NA), P2: (M1, NB)}, [(1, 1), (2, 2)]))
     assert v.macs == {M1: NB}
     assert set(v.ports) == {P2}
+    assert v.snapshot().conflicts == {}
+
+
+def test_two_ports_with_one_mac_in_one_answer_are_a_conflict():
+    """Should ironic ever return one MAC on two ports, neither is
+    trusted."""
+    v = IronicView()
+    v.apply(Listing(0, {P1: (M1, NA), P2: (M1, NB), P3: (M3, NC)}))
+    assert v.snapshot().conflicts == {M1: ((P1, NA), (P2, NB))}
+    assert set(v.ports) == {P1, P2, P3}
+    v.apply(PortChanges(1, {P2: (M2, NB)}))        # P2 readdressed
+    assert v.snapshot().conflicts == {}
+    assert v.macs == {M1: NA, M2: NB, M3: NC}
+    v.apply(PortChanges(2, {P3: (M4, NC), P4: (M4, NA)}))
+    assert v.snapshot().conflicts == {M4: ((P3, NC), (P4, NA))}
+    v.apply(NodePorts(3, NC, {}))                  # P3 deleted
+    assert v.snapshot().conflicts == {}
+    assert v.macs == {M1: NA, M2: NB, M4: NA}
+
+
+def test_every_claim_on_a_client_id_is_kept():
+    """ironic does not keep client ids unique: a later claim does not take
+    one from an earlier port; both are a conflict until one lets go."""
+    c1, c2 = view_mod.client_id_port(P1), view_mod.client_id_port(P2)
+    v = listed(**{c1: (IB1, NA)})
+    v.apply(PortChanges(1, {P2: (M2, NB), c2: (IB1, NB)}))
+    assert v.snapshot().conflicts == {IB1: ((P1, NA), (P2, NB))}
+    v.apply(Listing(2, {P1: (M1, NA), c1: (IB1, NA), P2: (M2, NB),
+                        c2: (IB1, NB)}, [(2, 2), (4, 3)]))
+    assert v.snapshot().conflicts == {IB1: ((P1, NA), (P2, NB))}
+    v.apply(PortChanges(5, {P1: (M1, NA)}))        # P1 has none any more
+    assert v.snapshot().conflicts == {}
+    assert v.port_of(IB1) == (P2, NB)
 
 
 def test_journals_are_pruned_by_each_listing():
@@ -354,3 +393,74 @@ def test_listing_during_changes_loses_no_update(seed):
 def test_module_documents_every_event():
     for event in (Listing, Inspection, NodePorts, PortChanges, NodeGone):
         assert ':class:`%s`' % event.__name__ in view_mod.__doc__
+
+
+# -- claims: any sequence of events keeps them consistent ---------------------
+
+UUIDS = [P1, P2, P3, P4] + [view_mod.client_id_port(p) for p in (P1, P2)]
+NODES = [NA, NB, None]
+# a port's own UUID holds a MAC, its derived one a client id
+some_ports = st.lists(st.tuples(st.sampled_from(UUIDS),
+                                st.sampled_from([0, 1]),
+                                st.sampled_from(NODES)), max_size=6).map(
+    lambda items: {uuid: (((IB1, IB2) if view_mod.is_derived(uuid)
+                           else (M1, M2))[i], node)
+                   for uuid, i, node in items})
+event = st.one_of(
+    st.builds(lambda p: ('listing', p), some_ports),
+    st.builds(lambda p: ('changes', p), some_ports),
+    st.builds(lambda n, p: ('node', n, p), st.sampled_from([NA, NB]),
+              some_ports),
+    st.builds(lambda n: ('gone', n), st.sampled_from([NA, NB])))
+
+
+def check_claims(v):
+    """Every key's holders, owner, node and conflict agree with ports."""
+    holders = {}
+    for uuid, (key, node) in v.ports.items():
+        holders.setdefault(key, {})[uuid] = node
+    assert set(v.macs) == set(holders)
+    conflicts = v.snapshot().conflicts
+    for key, held in holders.items():
+        uuid, node = v.port_of(key)
+        assert v.macs[key] == node
+        if len(held) > 1:
+            assert sorted(conflicts[key], key=str) == sorted(
+                ((view_mod.port_uuid(u), n) for u, n in held.items()),
+                key=str)
+        else:
+            assert key not in conflicts
+    assert set(conflicts) <= set(holders)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(event, max_size=12), st.sampled_from([(), (NA,), (NA, NB)]))
+def test_claims_stay_consistent_and_conflicts_are_denied(events, inspecting):
+    v = IronicView()
+    for seq, ev in enumerate(events):
+        if ev[0] == 'listing':
+            v.apply(Listing(seq, ev[1]))
+        elif ev[0] == 'changes':
+            v.apply(PortChanges(seq, ev[1]))
+        elif ev[0] == 'node':
+            v.apply(NodePorts(seq, ev[1], ev[2]))
+        else:
+            v.apply(NodeGone(seq, ev[1]))
+        check_claims(v)
+    v.apply(Inspection(len(events), dict.fromkeys(inspecting, WAIT)))
+    snap = v.snapshot()
+    options = policy.Options()
+    desired = policy.decide(snap, options)
+    for key in snap.ports:
+        why = policy.explain(key, snap, options)
+        assert why.action is desired.macs[key]
+        if key in snap.conflicts:
+            assert (why.action, why.rule) == (policy.Action.DENY, 'conflict')
+    # one answer (a single-page listing): conflicts are exactly the keys
+    # two ports hold in it
+    last = events[-1][1] if events and events[-1][0] == 'listing' else None
+    if last is not None:
+        counts = {}
+        for key, _ in last.values():
+            counts[key] = counts.get(key, 0) + 1
+        assert set(snap.conflicts) == {k for k, n in counts.items() if n > 1}
