@@ -87,7 +87,9 @@ build_wheels() {
     rm -rf "$tmp"
     log "building the wheels of pins/guest.txt into $dir (once)"
     timeout 900 "$REPO/.venv/bin/python" -m pip wheel -q --no-deps \
-        -r pins/guest.txt -w "$tmp" >&2 || { rm -rf "$tmp"; exit 1; }
+        -r pins/guest.txt -w "$tmp" >"$tmp.log" 2>&1 \
+        || { tail -n 20 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; exit 1; }
+    rm -f "$tmp.log"
     touch "$tmp/.complete"
     mv "$tmp" "$dir"
     echo "$dir"
