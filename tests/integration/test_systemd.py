@@ -32,11 +32,11 @@ from tests.integration.verdicts import UNKNOWN, mac
 UNIT = 'pxefilterd.service'
 DNSMASQ = 'pxefilterd-dnsmasq.service'
 CONF = '/etc/pxefilterd/pxefilterd.conf'
-CTL = 'pxefilterd-ctl --config-file %s ' % CONF
 WHEELS = '/var/cache/pxefilterd-wheels'
 # TEST SUBSTITUTION: pip's index is a directory of wheels (no network).
 PIP_OFFLINE = {'PIP_NO_INDEX': '1', 'PIP_FIND_LINKS': WHEELS}
 WATCHDOG_SEC = 4
+OPERATOR = 'alice'
 
 
 def _skip_unless_possible():
@@ -167,6 +167,9 @@ def test_readme_five_minute_path_under_systemd(guest, ironic, dhcp_network):
 def _run_readme(guest, ironic, relay, net, times):
     """Every line of the README's block, in order, each one checked."""
     lines = systemd_guest.five_minute_path()
+    # An operator's account, as on any real host (the README may add it to
+    # the group that may use the control socket).
+    guest.run('useradd --no-create-home %s' % OPERATOR)
     enable = [i for i, c in enumerate(lines)
               if c.startswith('systemctl enable --now')]
     assert enable, 'the README no longer starts pxefilterd.service'
@@ -328,13 +331,16 @@ def _check_watchdog(guest, ironic, net, times):
 
 
 def _check_operator(guest):
-    # Whoever may use the control socket: the group of its directory.
-    group = guest.run('stat -c %G /run/pxefilterd').stdout.strip()
-    guest.run('useradd --no-create-home -G %s alice' % group)
-    status = guest.run(CTL + 'status', user='alice').stdout
+    """An operator (not root, not the daemon's user) asks the daemon, as
+    the README says: ``pxefilterd-ctl status`` and ``explain``."""
+    # Who may: the group of the control socket.
+    group = guest.run('stat -c %G /run/pxefilterd/control.sock').stdout
+    guest.run('usermod -a -G %s %s' % (group.strip(), OPERATOR))
+    status = guest.run('pxefilterd-ctl status', user=OPERATOR).stdout
     print(status)
-    assert 'running daemon' in status or 'daemon' in status, status
-    explain = guest.run(CTL + 'explain %s' % mac(0), user='alice').stdout
+    assert 'daemon says:' in status, status
+    explain = guest.run('pxefilterd-ctl explain %s' % mac(0),
+                        user=OPERATOR).stdout
     print(explain)
     assert 'the running daemon' in explain, explain
     assert 'decision:  allow (rule inspected)' in explain, explain
