@@ -41,6 +41,7 @@ from pxefilterd import ironic
 from pxefilterd import macs
 from pxefilterd import policy
 from pxefilterd import service
+from pxefilterd import sudoers
 
 EXIT_OK = service.EXIT_OK
 EXIT_FAILURE = service.EXIT_FAILURE
@@ -557,6 +558,30 @@ def _check_rootwrap(path, cmds):
     return problems, warnings
 
 
+def _check_sudo(root_helper, cmds, static, hostsdir):
+    """Problem lines for the commands sudo would not let the daemon's
+    user (the hostsdir's owner) run; only asked as root, for a
+    ``root_helper`` that starts with sudo."""
+    if (os.geteuid() != 0 or not root_helper
+            or os.path.basename(root_helper[0]) != 'sudo'):
+        return []
+    user = sudoers.daemon_user(hostsdir)
+    if user is None:
+        return []
+    problems = []
+    for label, argv in cmds:
+        if label not in static:
+            continue
+        why = sudoers.refusal(user, root_helper[1:] + argv,
+                              sudo=root_helper[0])
+        if why:
+            problems.append(
+                '%s: %s may not run "%s" (%s); the sudoers rule must name '
+                'the program where sudo finds it (admin guide section 4)'
+                % (label, user, shlex.join(root_helper + argv), why))
+    return problems
+
+
 def _others_can(path, bits):
     try:
         return os.stat(path).st_mode & bits == bits
@@ -598,6 +623,7 @@ def environment_problems(conf, info=None):
     except ValueError:
         root_helper = None   # reported by checks.check
     cmds = []
+    static = set()      # commands without shell words: argv is final
     for name in ('dnsmasq_start_command', 'dnsmasq_stop_command',
                  'dnsmasq_reload_command'):
         label = '[dnsmasq_pxe_filter] %s' % name
@@ -633,6 +659,8 @@ def environment_problems(conf, info=None):
             ' (the words expanded by %s as the daemon\'s user at each run)'
             % commands.SHELL if command.line else ''))
         cmds.append((label, argv))
+        if command.line is None:
+            static.add(label)
     if root_helper is not None and cmds:
         rootwrap = [w for w in root_helper[1:]
                     if os.path.basename(w).endswith('-rootwrap')]
@@ -652,6 +680,7 @@ def environment_problems(conf, info=None):
             rw_problems, rw_warnings = _check_rootwrap(rw_path, cmds)
             env.extend(rw_problems)
             warnings.extend(rw_warnings)
+        env.extend(_check_sudo(root_helper, cmds, static, path))
     if conf.pxe_filter.driver == 'dnsmasq':
         problem = _check_ironic(conf)
         if problem is not None:

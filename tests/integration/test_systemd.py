@@ -200,9 +200,28 @@ def _run_readme(guest, ironic, relay, net, times):
         if 'check-config' in command:
             assert 'configuration OK' in res.stdout, res.stdout
             print(res.stdout)
+            _check_config_asks_sudo(guest, command)
         if command.endswith(' status'):
             print(res.stdout)
             assert 'dnsmasq' in res.stdout
+
+
+def _check_config_asks_sudo(guest, command):
+    """check-config (as root) sees a sudoers rule that names the program
+    where it is not (the README's rule before it was fixed)."""
+    rule = guest.read('/etc/sudoers.d/pxefilterd')
+    assert '/usr/local/bin/pxefilterd-rootwrap' in rule
+    guest.write('/etc/sudoers.d/pxefilterd', rule.replace(
+        '/usr/local/bin/pxefilterd-rootwrap', '/usr/bin/pxefilterd-rootwrap'))
+    try:
+        res = guest.run(command, check=False)
+    finally:
+        guest.write('/etc/sudoers.d/pxefilterd', rule)
+    assert res.returncode == 1, res.stdout
+    assert ('environment: [dnsmasq_pxe_filter] dnsmasq_start_command: '
+            'pxefilterd may not run "sudo pxefilterd-rootwrap '
+            '/etc/pxefilterd/rootwrap.conf systemctl --no-block start '
+            'pxefilterd-dnsmasq.service"') in res.stdout, res.stdout
 
 
 def _enable_now(guest, relay, command, times):
