@@ -25,7 +25,7 @@ import subprocess
 import time
 
 import pytest
-from pxefilterd.testing import dhcp_probe, ironic as ironic_mod
+from pxefilterd_harness import dhcp_probe, ironic as ironic_mod
 from tests.integration import systemd_guest
 from tests.integration.verdicts import UNKNOWN, mac
 
