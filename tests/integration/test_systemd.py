@@ -256,17 +256,19 @@ def _enable_now(guest, relay, command, times):
     times['dnsmasq running after active'] = _wait(
         'dnsmasq active', lambda: guest.show(DNSMASQ, 'ActiveState')
         == 'active', timeout=15)
-    journal = guest.journal(UNIT)
-    # READY=1 (systemd's "Started") came after the failed first syncs, after
-    # the sync that wrote the hostsdir, and after the start command had
-    # run (through sudo and rootwrap).
-    failed = journal.rfind('First sync failed, dnsmasq not started')
-    wrote = journal.find('Wrote ', failed)
-    start = journal.find('start command sudo pxefilterd-rootwrap '
-                         '/etc/pxefilterd/rootwrap.conf systemctl --no-block '
-                         'start pxefilterd-dnsmasq.service succeeded')
-    started = journal.find('Started pxefilterd.service')
-    assert -1 < failed < wrote < start < started, journal[-4000:]
+    # Active only after ironic answered, with the hostsdir already saying
+    # what ironic says (the first sync), and after the start command ran.
+    # Timestamps, not the journal's order: pxefilterd's own lines come
+    # through a stream and may be stored after systemd's "Started".
+    active = int(guest.show(UNIT, 'ActiveEnterTimestampMonotonic')) / 1e6
+    assert active > released      # the same CLOCK_MONOTONIC in the guest
+    assert guest.read('/var/lib/pxefilterd/dhcp-hostsdir/%s' % mac(0)
+                      ).strip() == mac(0)
+    sudo = [line for line in guest.journal(UNIT).splitlines()
+            if 'COMMAND=/usr/local/bin/pxefilterd-rootwrap' in line
+            and '--no-block start pxefilterd-dnsmasq.service' in line]
+    assert sudo, guest.journal(UNIT)[-3000:]
+    assert float(sudo[0].split(']')[0].strip('[ ')) < active, sudo[0]
 
 
 def _check_dhcp(guest, ironic, net, nodes, times):
