@@ -82,7 +82,7 @@ function configure_pxefilterd_systemd {
             "$PXEFILTERD_DIR/systemd/$unit" "$SYSTEMD_DIR/$unit"
     done
     sudo sed -i \
-        -e "s|^ExecStart=/usr/bin/pxefilterd |ExecStart=$bin_dir/pxefilterd |" \
+        -e "s|^ExecStart=/usr/local/bin/pxefilterd |ExecStart=$bin_dir/pxefilterd |" \
         -e "s|--config-file /etc/pxefilterd/pxefilterd.conf|--config-file $PXEFILTERD_CONF_FILE|" \
         -e "s|^User=.*|User=$PXEFILTERD_USER|" \
         -e "s|^Group=.*|Group=$(id -gn "$PXEFILTERD_USER")|" \

@@ -10,6 +10,7 @@ import configparser
 import difflib
 import glob
 import os
+import pwd
 import shlex
 import shutil
 
@@ -25,6 +26,7 @@ from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts as all_opts
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+from pxefilterd import sudoers
 
 #: Seconds allowed to the ironic request of the environment checks.
 CHECK_TIMEOUT = 5
@@ -328,6 +330,7 @@ def environment_problems(conf, info=None):
     except ValueError:
         root_helper = None   # reported by check()
     cmds = []
+    static = set()      # commands without shell words: argv is final
     for name in ('dnsmasq_start_command', 'dnsmasq_stop_command',
                  'dnsmasq_reload_command'):
         label = '[dnsmasq_pxe_filter] %s' % name
@@ -363,6 +366,8 @@ def environment_problems(conf, info=None):
             ' (the words expanded by %s as the daemon\'s user at each run)'
             % commands.SHELL if command.line else ''))
         cmds.append((label, argv))
+        if command.line is None:
+            static.add(label)
     if root_helper is not None and cmds:
         rootwrap = [w for w in root_helper[1:]
                     if os.path.basename(w).endswith('-rootwrap')]
@@ -382,12 +387,37 @@ def environment_problems(conf, info=None):
             rw_problems, rw_warnings = _check_rootwrap(rw_path, cmds)
             env.extend(rw_problems)
             warnings.extend(rw_warnings)
+        env.extend(_check_sudo(root_helper, cmds, static, path))
     if conf.pxe_filter.driver == 'dnsmasq':
         problem = _check_ironic(conf)
         if problem is not None:
             kind, line = problem
             (config if kind == 'config' else env).append(line)
     return config, env, warnings
+
+
+def _check_sudo(root_helper, cmds, static, hostsdir):
+    """Problem lines for the commands sudo would not let the daemon's
+    user (the hostsdir's owner) run, for a ``root_helper`` that starts with
+    sudo; asked as root, or as that user itself."""
+    if not root_helper or os.path.basename(root_helper[0]) != 'sudo':
+        return []
+    user = sudoers.daemon_user(hostsdir)
+    if user is None or (os.geteuid() != 0
+                        and pwd.getpwuid(os.geteuid()).pw_name != user):
+        return []
+    problems = []
+    for label, argv in cmds:
+        if label not in static:
+            continue
+        why = sudoers.refusal(user, root_helper[1:] + argv,
+                              sudo=root_helper[0])
+        if why:
+            problems.append(
+                '%s: %s may not run "%s" (%s); the sudoers rule must name '
+                'the program where sudo finds it (admin guide section 4)'
+                % (label, user, shlex.join(root_helper + argv), why))
+    return problems
 
 
 def _check_ironic(conf):

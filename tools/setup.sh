@@ -21,8 +21,11 @@ fi
 # and the tests run their own instances.  qemu-system-x86, seabios,
 # ipxe-qemu, ovmf, ipxe: virtual machines with real PXE firmware (BIOS and
 # UEFI) in the integration tests, the demo and the benchmark.
+# systemd-container, debootstrap: the Debian 12 guest with systemd as PID 1
+# in which tests/integration/test_systemd.py runs the README's install.
 PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
-python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe"
+python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe systemd-container
+debootstrap"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
@@ -89,4 +92,9 @@ venv_sync "$IRONIC_VENV" pins/ironic.txt
 venv_check "$IRONIC_VENV" ironic "$IRONIC_VENV/bin/ironic" --version
 venv_sync "$KEYSTONE_VENV" pins/keystone.txt
 venv_check "$KEYSTONE_VENV" keystone "$KEYSTONE_VENV/bin/keystone-manage" --version
+# The systemd test's guest: a Debian 12 root and the wheels of
+# pins/guest.txt, built here (they need the network) once, then cached
+# (tools/guest-root.sh says where).
+bash tools/guest-root.sh root >/dev/null
+bash tools/guest-root.sh wheels >/dev/null
 log "ready: dnsmasq $(/usr/sbin/dnsmasq --version | head -n 1 | awk '{print $3}'), $(grep -m1 '^ironic==' pins/ironic.txt) in $IRONIC_VENV, $(grep -m1 '^keystone==' pins/keystone.txt) in $KEYSTONE_VENV"

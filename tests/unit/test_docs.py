@@ -99,5 +99,6 @@ def test_every_warning_and_error_is_explained(guide):
 
 
 def test_sudoers_example(guide):
-    assert ('pxefilterd ALL = (root) NOPASSWD: /usr/bin/pxefilterd-rootwrap '
+    assert ('pxefilterd ALL = (root) NOPASSWD: '
+            '/usr/local/bin/pxefilterd-rootwrap '
             '/etc/pxefilterd/rootwrap.conf *') in guide

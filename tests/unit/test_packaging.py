@@ -63,7 +63,8 @@ def test_pxefilterd_unit():
     assert one(u, 'Service', 'StateDirectoryMode') == '0755'
     assert one(u, 'Service', 'UMask') == '0022'
     assert one(u, 'Service', 'ExecStart') == (
-        '/usr/bin/pxefilterd --config-file /etc/pxefilterd/pxefilterd.conf')
+        '/usr/local/bin/pxefilterd '
+        '--config-file /etc/pxefilterd/pxefilterd.conf')
     # SIGTERM to the daemon only: it stops dnsmasq and disarms its guard
     # itself; the guard must not get SIGTERM (it would run stop again).
     assert one(u, 'Service', 'KillMode') == 'mixed'

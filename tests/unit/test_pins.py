@@ -13,7 +13,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PINS = REPO / 'pins'
-ENVIRONMENTS = ('dev', 'ironic', 'keystone')
+ENVIRONMENTS = ('dev', 'ironic', 'keystone', 'guest')
 
 
 def _lines(path):
@@ -44,6 +44,8 @@ def _inputs(path):
     for line in _lines(path):
         if line.startswith('-r'):
             yield from _inputs((path.parent / line[2:].strip()).resolve())
+        elif line.startswith('-c'):
+            continue   # a constraint file, not an input
         else:
             yield requirements.Requirement(line)
 
@@ -61,6 +63,16 @@ def test_every_input_is_pinned_to_a_version_it_allows(name):
             'tools/refresh-pins.sh %s' % (name, req.name, version, req, name))
 
 
+def test_the_guest_runs_the_versions_the_tests_run():
+    # pins/guest.txt (the systemd test's Debian guest) is constrained by
+    # pins/dev.txt: every package both hold has the same version.
+    dev = _pins('dev')
+    for name, version in _pins('guest').items():
+        assert dev.get(name, version) == version, (
+            'pins/guest.txt has %s==%s, pins/dev.txt %s: run '
+            'tools/refresh-pins.sh guest' % (name, version, dev[name]))
+
+
 def test_the_project_requirements_are_inputs_of_the_dev_pins():
     includes = [line for line in _lines(PINS / 'dev.in')
                 if line.startswith('-r')]
@@ -70,8 +82,10 @@ def test_the_project_requirements_are_inputs_of_the_dev_pins():
 
 def test_setup_and_tox_install_from_the_pins():
     setup = (REPO / 'tools' / 'setup.sh').read_text()
+    # the guest's wheels are built by the systemd test's root builder
+    installers = setup + (REPO / 'tools' / 'guest-root.sh').read_text()
     for name in ENVIRONMENTS:
-        assert 'pins/%s.txt' % name in setup
+        assert 'pins/%s.txt' % name in installers
     # no venv is given a bare package name to resolve on the day
     assert not re.search(r'uv pip install[^\n]*==', setup)
     tox = (REPO / 'tox.ini').read_text()
