@@ -24,8 +24,10 @@ from oslo_log import _options as log_opts
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts as all_opts
+from pxefilterd import dnsmasq
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+from pxefilterd import pidsource
 from pxefilterd import sudoers
 
 #: Seconds allowed to the ironic request of the environment checks.
@@ -389,11 +391,32 @@ def environment_problems(conf, info=None):
             warnings.extend(rw_warnings)
         env.extend(_check_sudo(root_helper, cmds, static, path))
     if conf.pxe_filter.driver == 'dnsmasq':
+        config.extend(_check_dnsmasq_words(dn.dnsmasq_start_command))
+        source = dnsmasq.pid_source(dn)
+        if source.observed:
+            info.append('dnsmasq is observed through %s (%s)'
+                        % (source.path, source.origin))
+        else:
+            warnings.append('%s: a dnsmasq that dies is not seen, nor '
+                            'started again' % source.origin)
+    if conf.pxe_filter.driver == 'dnsmasq':
         problem = _check_ironic(conf)
         if problem is not None:
             kind, line = problem
             (config if kind == 'config' else env).append(line)
     return config, env, warnings
+
+
+def _check_dnsmasq_words(line):
+    """Problem lines for the words of a start command that dnsmasq will
+    refuse (it exits at its first start, and says only "junk found in
+    command line")."""
+    try:
+        argv = pidsource.dnsmasq_argv(commands.split(line or ''))
+    except ValueError:
+        return []       # reported by checks.check
+    return ['[dnsmasq_pxe_filter] dnsmasq_start_command: %s' % problem
+            for problem in pidsource.check_dnsmasq_argv(argv or [])]
 
 
 def _check_sudo(root_helper, cmds, static, hostsdir):

@@ -20,8 +20,11 @@ import concurrent.futures
 import dataclasses
 import logging
 import queue
+import subprocess
 import threading
 import typing
+
+from pxefilterd import pidsource
 
 LOG = logging.getLogger(__name__)
 
@@ -228,3 +231,30 @@ class Handle:
             except Exception:
                 pass
         self.cmds.stop.run()
+
+
+def unit_exec_start(unit, timeout=5.0):
+    """The argv of systemd unit ``unit``'s ExecStart, asked of systemd once
+    (``systemctl show``; needs no privilege), or None: no systemd, no such
+    unit, or no answer within ``timeout`` seconds."""
+    try:
+        res = subprocess.run(
+            ['systemctl', 'show', '--property=ExecStart', '--value', '--',
+             unit], stdin=subprocess.DEVNULL, capture_output=True,
+            text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if res.returncode != 0:
+        return None
+    return pidsource.exec_start_argv(res.stdout)
+
+
+def pid_source(group):
+    """Where dnsmasq's pid file is, from the ``[dnsmasq_pxe_filter]``
+    options ``group`` (:func:`pxefilterd.pidsource.derive`); the unit of a
+    ``systemctl start UNIT`` start command is asked of systemd once."""
+    return pidsource.derive(group.dnsmasq_pid_file,
+                            group.dnsmasq_start_command,
+                            group.dnsmasq_stop_command,
+                            group.dnsmasq_reload_command,
+                            unit_argv=unit_exec_start)

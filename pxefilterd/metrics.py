@@ -93,8 +93,9 @@ class ServiceCollector(prometheus_client.registry.Collector):
             'pxefilterd_dnsmasq_state',
             'What pxefilterd sees of dnsmasq: 1 for the current state.',
             labels=['state'])
-        current = s.dnsmasq_state.split(' ')[0]
-        for name in ('running', 'starting', 'gone', 'stopped', 'unknown'):
+        current = s.dnsmasq_state.split(' (')[0].replace(' ', '_')
+        for name in ('running', 'starting', 'gone', 'stopped', 'unknown',
+                     'not_observed'):
             state.add_metric([name], 1 if name == current else 0)
         yield state
         yield core.CounterMetricFamily(

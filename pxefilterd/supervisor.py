@@ -16,7 +16,7 @@ States::
     STARTING    starting                   no      no
     LAUNCHED    starting                   yes     yes
     RUNNING     running                    yes     yes
-    UNOBSERVED  unknown (assumed running)  yes     yes
+    UNOBSERVED  not observed               yes     yes
     BACKOFF     stopped                    no      no
     ELSEWHERE   unknown (assumed running)  yes     yes
     GONE        gone                       yes     no
@@ -135,7 +135,7 @@ STATUS = {
     State.STARTING: 'starting',
     State.LAUNCHED: 'starting',
     State.RUNNING: 'running',
-    State.UNOBSERVED: _ASSUMED,
+    State.UNOBSERVED: 'not observed',
     State.BACKOFF: 'stopped',
     State.ELSEWHERE: _ASSUMED,
     State.GONE: 'gone',

@@ -262,8 +262,13 @@ def _ask_daemon(conf, request):
 
 
 def _dnsmasq_status(conf):
-    """What can be seen of dnsmasq, from its pid file."""
-    seen = dnsmasq.observe(conf.dnsmasq_pxe_filter.dnsmasq_pid_file or None)
+    """What can be seen of dnsmasq, from its pid file (the configured one,
+    or the one its commands name)."""
+    source = dnsmasq.pid_source(conf.dnsmasq_pxe_filter)
+    if not source.observed:
+        return {'state': 'not observed', 'pid': None,
+                'detail': source.origin}
+    seen = dnsmasq.observe(source.path)
     return {'state': seen.state, 'pid': seen.pid, 'detail': seen.detail}
 
 

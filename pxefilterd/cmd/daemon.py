@@ -15,6 +15,7 @@ from pxefilterd import checks
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
 from pxefilterd import control
+from pxefilterd import dnsmasq as dnsmasq_mod
 from pxefilterd import guard
 from pxefilterd import hostsdir
 from pxefilterd import ironic
@@ -81,6 +82,14 @@ def build_service(conf):
         conf.mutate_config_files()
         return settings_from_conf(conf)
 
+    pid_source = dnsmasq_mod.pid_source(dn)
+    if pid_source.observed:
+        LOG.info('dnsmasq is observed through %s (%s)', pid_source.path,
+                 pid_source.origin)
+    else:
+        LOG.warning('%s: a dnsmasq that dies is not seen, nor started '
+                    'again', pid_source.origin)
+
     return service.Service(
         settings=settings_from_conf(conf),
         client=ironic.IronicClient.from_conf(conf),
@@ -91,7 +100,7 @@ def build_service(conf):
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
         notifier=notify.Notifier(),
         reload_settings=reload_settings,
-        pid_file=dn.dnsmasq_pid_file or None,
+        pid_file=pid_source.path,
         control_factory=(functools.partial(serve_control,
                                            conf.control_socket,
                                            conf.control_socket_group)

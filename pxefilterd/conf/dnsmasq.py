@@ -51,7 +51,12 @@ opts = [
                     '(with backoff; after 5 failed starts in a row '
                     'pxefilterd exits non-zero).  It is also how status and '
                     'metrics tell whether dnsmasq really runs.  Empty: '
-                    'dnsmasq is not observed.'),
+                    'the one the dnsmasq commands name (the start '
+                    "command's --pid-file, or pid-file= in its "
+                    '--conf-file, or in the ExecStart of its systemctl '
+                    "unit; the stop or reload command's $(cat FILE) or "
+                    'pkill -F FILE); when none does, dnsmasq is not '
+                    'observed, and a warning says so at start-up.'),
     cfg.FloatOpt('command_timeout', default=30.0, min=0.1, max=3600.0,
                  help='Seconds after which a start, stop or reload command '
                       'is killed and counted as failed.'),

@@ -284,3 +284,17 @@ def test_a_flood_of_idle_metrics_connections_leaves_the_daemon_converging(
     assert 'Too many open files' not in d.output()
     d.proc.send_signal(signal.SIGTERM)
     assert d.proc.wait(20) == 0
+
+
+def test_an_unobservable_dnsmasq_is_a_warning_at_start(daemon):
+    """Nothing in these commands says where dnsmasq's pid is: the daemon
+    says so at start-up, naming the option to set, instead of looking
+    healthy while it cannot see a dnsmasq die."""
+    d = daemon().start()
+    wait_for(d.dnsmasq_running, what='dnsmasq start')
+    wait_for(lambda: 'Ready:' in d.output(), what='ready')
+    out = d.output()
+    assert 'WARNING' in out and 'dnsmasq is not observed' in out, out
+    assert 'set [dnsmasq_pxe_filter] dnsmasq_pid_file' in out
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(20) == 0

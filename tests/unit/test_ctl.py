@@ -100,8 +100,10 @@ def test_status_json(tmp_path, hdir):
         'hostsdir': str(hdir), 'allowed': [M1], 'denied_count': 1,
         'unknown': 'deny', 'invalid': [M3], 'foreign': ['README'],
         'hostsfile': None, 'lock': None, 'driver': 'dnsmasq',
-        'dnsmasq': {'state': 'unknown', 'pid': None, 'detail':
-                    'not observed: no [dnsmasq_pxe_filter] dnsmasq_pid_file'},
+        'dnsmasq': {'state': 'not observed', 'pid': None, 'detail':
+                    'dnsmasq is not observed: none of the dnsmasq commands '
+                    'names a pid file; set [dnsmasq_pxe_filter] '
+                    'dnsmasq_pid_file'},
         'daemon': None}
 
 
@@ -581,3 +583,47 @@ def test_check_config_names_exactly_the_files_it_reads(tmp_path, hdir,
     assert 'info: configuration files read: %s\n' % conf in out
     assert 'evil.conf' not in out
     assert code == 0, out
+
+
+# -- check-config: is dnsmasq observed, will it take its start command ----
+
+def test_check_config_catches_the_seeds_conf_file_form(tmp_path, hdir,
+                                                       fake_source):
+    """The specification prints "dnsmasq --conf-file FILE": dnsmasq 2.90
+    takes --conf-file's value only as --conf-file=FILE and exits with
+    "junk found in command line" at the first start."""
+    hdir.chmod(0o755)
+    conf = write_conf(tmp_path, hdir, '[dnsmasq_pxe_filter]\n'
+                      'dnsmasq_start_command = true dnsmasq --conf-file '
+                      '/etc/ironic-inspector/dnsmasq.conf\n')
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 78, out
+    assert ('config: [dnsmasq_pxe_filter] dnsmasq_start_command: dnsmasq '
+            'takes "--conf-file /etc/ironic-inspector/dnsmasq.conf"' in out)
+    assert '--conf-file=/etc/ironic-inspector/dnsmasq.conf' in out
+
+
+def test_check_config_says_when_dnsmasq_is_not_observed(tmp_path, hdir,
+                                                        fake_source):
+    hdir.chmod(0o755)
+    code, out = run('--config-file', write_conf(tmp_path, hdir),
+                    'check-config')
+    assert code == 0, out
+    assert ('warning: dnsmasq is not observed: none of the dnsmasq commands '
+            'names a pid file; set [dnsmasq_pxe_filter] dnsmasq_pid_file'
+            in out)
+
+
+def test_check_config_names_the_pid_file_the_commands_name(tmp_path, hdir,
+                                                           fake_source):
+    hdir.chmod(0o755)
+    dnsmasq_conf = tmp_path / 'dnsmasq.conf'
+    dnsmasq_conf.write_text('port=0\npid-file=/run/test-dnsmasq.pid\n')
+    conf = write_conf(tmp_path, hdir, '[dnsmasq_pxe_filter]\n'
+                      'dnsmasq_start_command = true dnsmasq '
+                      '--conf-file=%s\n' % dnsmasq_conf)
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 0, out
+    assert ('info: dnsmasq is observed through /run/test-dnsmasq.pid '
+            '(pid-file= in %s' % dnsmasq_conf) in out
+    assert 'not observed' not in out

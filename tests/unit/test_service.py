@@ -691,8 +691,8 @@ def test_the_guard_stopping_dnsmasq_without_a_pid_file_restarts_it(
 def test_status_without_a_pid_file_is_not_assumed_silently(harness):
     h = harness().start()
     wait_for(lambda: h.names() == ['start'])
-    wait_for(lambda: h.svc.stats.dnsmasq_state.startswith('unknown'))
-    assert h.svc.stats.dnsmasq_state == 'unknown (assumed running)'
+    wait_for(lambda: h.svc.stats.dnsmasq_state != 'starting')
+    assert h.svc.stats.dnsmasq_state == 'not observed'
     assert 'dnsmasq_pid_file' in h.svc.stats.dnsmasq_detail
     h.stop()
 

@@ -98,7 +98,7 @@ def test_a_start_without_a_pid_file_is_unobserved():
     sup = started(observed=False)
     assert sup.state is State.UNOBSERVED
     assert (sup.status, sup.serving, sup.running) == (
-        'unknown (assumed running)', True, True)
+        'not observed', True, True)
     assert 'dnsmasq_pid_file' in sup.detail
     # nothing it looks at changes that
     assert sup.step(1000.0, NO_PID_FILE).do is Do.NOTHING
@@ -368,7 +368,7 @@ def test_adopted_without_a_pid_file_is_unobserved():
     sup.adopt()
     assert sup.state is State.UNOBSERVED
     assert sup.step(100.0, NO_PID_FILE).do is Do.NOTHING
-    assert sup.status == 'unknown (assumed running)'
+    assert sup.status == 'not observed'
     assert 'dnsmasq_pid_file' in sup.detail
 
 
