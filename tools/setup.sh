@@ -20,9 +20,11 @@ fi
 # dnsmasq-base: the dnsmasq binary without the system service; pxefilterd
 # and the tests run their own instances.  qemu-system-x86, seabios,
 # ipxe-qemu, ovmf, ipxe: virtual machines with real PXE firmware (BIOS and
-# UEFI) in the integration tests, the demo and the benchmark.
+# UEFI) in the integration tests, the demo and the benchmark.  debootstrap,
+# cpio, zstd: the inspection ramdisk (tools/ramdisk/build.sh) those VMs
+# boot in tests/integration/test_inspection.py.
 PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
-python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe"
+python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe debootstrap cpio zstd"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
