@@ -32,6 +32,7 @@ Measured here (TCG, 2 busy cores): power-on to the agent's post about
 from __future__ import annotations
 
 import ctypes
+import datetime
 import http.server
 import os
 import shutil
@@ -427,3 +428,40 @@ class InspectionVm(vm.Vm):
             shutil.copyfile(self.serial_path, path)
         except OSError:
             pass
+
+
+def state_changed_at(ironic, node: str) -> float:
+    """Wall-clock time (epoch seconds) of the node's last provision-state
+    change, from ironic's ``provision_updated_at``."""
+    stamp = ironic.node(node)["provision_updated_at"]
+    when = datetime.datetime.fromisoformat(stamp)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return when.timestamp()
+
+
+def wait_denied(hostsdir: str | os.PathLike[str], mac: str,
+                timeout: float) -> float:
+    """Wait until the hostsdir entry for *mac* says ``ignore``; return when
+    it was written (the file's mtime, epoch seconds: entries are renamed
+    into place, so the mtime is the write).
+
+    Raises :class:`InspectionError` with the entry's content after
+    *timeout* seconds.
+    """
+    entry = Path(hostsdir) / mac
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if entry.read_text() == mac + ",ignore\n":
+                return os.stat(entry).st_mtime
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            try:
+                content = repr(entry.read_text())
+            except OSError as exc:
+                content = str(exc)
+            raise InspectionError(f"{mac} not denied after {timeout:.0f} s "
+                                  f"(entry: {content})")
+        time.sleep(0.05)

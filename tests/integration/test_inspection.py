@@ -26,8 +26,6 @@ the ramdisk can neither be found in the cache nor built here.
 
 from __future__ import annotations
 
-import datetime
-import os
 import time
 
 import pytest
@@ -145,35 +143,13 @@ def next_boot(dhcp_network, dnsmasq_instance, harness_tmp):
     return boot
 
 
-def _state_changed_at(ironic, node):
-    """Wall-clock time of the node's last provision-state change."""
-    stamp = ironic.node(node)['provision_updated_at']
-    when = datetime.datetime.fromisoformat(stamp)
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.timezone.utc)
-    return when.timestamp()
-
-
 def _denied_at(runner, mac, timeout):
-    """Wait until pxefilterd's hostsdir entry for *mac* says ignore; return
-    when it was written (the file's mtime, wall clock)."""
-    entry = runner.hostsdir / mac
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if entry.read_text() == mac + ',ignore\n':
-                return os.stat(entry).st_mtime
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            try:
-                content = entry.read_text()
-            except OSError as exc:
-                content = str(exc)
-            pytest.fail('%s not denied after %.0f s (entry: %r); pxefilterd '
-                        'log ends:\n%s' % (mac, timeout, content,
-                                           runner.log_text()[-3000:]))
-        time.sleep(0.05)
+    """When pxefilterd denied *mac* (its hostsdir entry's mtime)."""
+    try:
+        return inspection.wait_denied(runner.hostsdir, mac, timeout)
+    except inspection.InspectionError as exc:
+        pytest.fail('%s; pxefilterd log ends:\n%s'
+                    % (exc, runner.log_text()[-3000:]))
 
 
 def _inspect(machine, ironic, node):
@@ -198,7 +174,7 @@ def test_inspection_completes_then_denied(ironic, runner_factory, agent_vm,
     inventory = ironic.request('GET', '/v1/nodes/%s/inventory' % node)
     macs = [i['mac_address'] for i in inventory['inventory']['interfaces']]
     assert macs == [MAC_A]
-    changed = _state_changed_at(ironic, node)
+    changed = inspection.state_changed_at(ironic, node)
     denied = _denied_at(runner, MAC_A, 30)
     print('timeline, s after power-on: %s, manageable %.1f, denied %.1f '
           '(%.2f s after the state change)'
