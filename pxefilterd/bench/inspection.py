@@ -81,7 +81,8 @@ def run_inspection(report, root, count):
     work.mkdir(mode=0o755)
     label = '%d inspections' % count
     results = []
-    net = vm.VmNetwork(workdir=work / 'net')
+    net = vm.VmNetwork(workdir=work / 'net',
+                       timeout=inspection.NETNS_TIMEOUT)
     ironic_svc = site = dm = runner = None
     try:
         ironic_svc = IronicService(work / 'ironic')

@@ -59,7 +59,8 @@ def _follow(machine, timeout):
 def run(workdir):
     disk = ramdisk.ensure(say=say)
     say(disk.describe())
-    net = vm.VmNetwork(workdir=workdir / 'net')
+    net = vm.VmNetwork(workdir=workdir / 'net',
+                       timeout=inspection.NETNS_TIMEOUT)
     ironic = site = dm = runner = None
     try:
         ironic = IronicService(workdir / 'ironic')

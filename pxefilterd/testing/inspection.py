@@ -52,6 +52,12 @@ RELAY_PORT = 6385
 #: agent cannot reach.
 DEAD_PORT = 9
 SCRIPT_NAME = "inspect.ipxe"
+#: Seconds each ``ip`` command of the VM network may take (VmNetwork's
+#: ``timeout``).  On the shared test machines, ``ip -n NS link set lo up``
+#: and ``ip netns del`` right after an earlier namespace with a bridge,
+#: taps and a VM went away were seen to take over 10 s (the default) now
+#: and then; a slow command is no failure of the flow under test.
+NETNS_TIMEOUT = 60.0
 
 #: Kernel command line of the ramdisk besides the agent's URL.  The
 #: agent's ``default`` collector only (``logs`` wants journald);

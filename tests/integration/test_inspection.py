@@ -79,7 +79,8 @@ def ironic(ironic_factory, ironic_options, ramdisk_files):
 @pytest.fixture
 def dhcp_network(harness_tmp):
     """Overrides conftest's: a :class:`VmNetwork` (bridge, taps)."""
-    net = vm.VmNetwork(workdir=harness_tmp / 'vmnet')
+    net = vm.VmNetwork(workdir=harness_tmp / 'vmnet',
+                       timeout=inspection.NETNS_TIMEOUT)
     try:
         yield net
     finally:
