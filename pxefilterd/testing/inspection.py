@@ -206,6 +206,12 @@ class TcpRelay:
         self._listener.close()
         with self._lock:
             for sock in self._sockets:
+                # wakes a pump blocked in recv() on it (close alone would
+                # leave the socket, and its namespace, alive until then)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 sock.close()
             self._sockets = []
 
