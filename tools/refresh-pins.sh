@@ -14,7 +14,7 @@ if [ ! -x "$uv" ]; then
     echo "refresh-pins.sh: run tools/setup.sh first (it installs uv in .venv)" >&2
     exit 1
 fi
-names=${*:-dev ironic keystone guest}
+names=${*:-dev ironic keystone guest ipa}
 for name in $names; do
     in=pins/$name.in
     out=pins/$name.txt

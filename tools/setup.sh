@@ -23,9 +23,11 @@ fi
 # UEFI) in the integration tests, the demo and the benchmark.
 # systemd-container, debootstrap: the Debian 12 guest with systemd as PID 1
 # in which tests/integration/test_systemd.py runs the README's install.
+# debootstrap, cpio, zstd: the inspection ramdisk (tools/ramdisk/build.sh)
+# the VMs of tests/integration/test_inspection.py boot.
 PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
 python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe systemd-container
-debootstrap"
+debootstrap cpio zstd"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \

@@ -28,7 +28,7 @@ from pxefilterd_bench import env
 from pxefilterd_bench import report as report_mod
 
 FAMILIES = ('local', 'api', 'start', 'latency', 'bursts', 'cost', 'bigflip',
-            'memory', 'events', 'load', 'boot')
+            'memory', 'events', 'load', 'boot', 'inspection')
 DEFAULT_SIZES = (1000, 10000, 100000)
 QUICK_SIZES = (1000, 10000)
 
@@ -77,7 +77,9 @@ def build_parser():
                '(7: daemon RSS), events (8: every decision-changing ironic '
                'event -> DHCP answer), load (9: ironic server time per '
                'minute), boot (10: qemu VMs with real PXE firmware: inspect '
-               '-> boot marker, abort -> denied).')
+               '-> boot marker, abort -> denied), inspection (11: qemu VMs '
+               'boot the ironic-python-agent ramdisk: power-on -> offer -> '
+               'agent posted -> state change -> denied).')
     p.add_argument('--sizes', type=_ints, default=None,
                    help='port counts (default 1000,10000,100000; '
                         '--quick: 1000,10000)')
@@ -119,6 +121,9 @@ def build_parser():
     p.add_argument('--boots', type=int, default=None,
                    help='VM boots timed by the boot scenario, per firmware '
                         '(default 20 BIOS, 10 UEFI; --quick 10 BIOS)')
+    p.add_argument('--agent-boots', type=int, default=None,
+                   help='inspections timed by the inspection scenario '
+                        '(default 5; not run by --quick unless given)')
     p.add_argument('--workdir', default=None,
                    help='parent of the temporary work directory '
                         '(default /tmp; must be readable by nobody)')
@@ -178,6 +183,10 @@ def make_plan(args):
         'boot_cases': ([('bios', 1000, args.boots or 10, 3)] if quick else
                        [('bios', 10000, args.boots or 20, 5),
                         ('uefi', 10000, args.boots or 10, 3)]),
+        # about a minute per inspection under TCG, plus a ramdisk build
+        # (minutes) when its inputs changed: not part of --quick
+        'inspection_count': (args.agent_boots if args.agent_boots is not None
+                             else 0 if quick else 5),
     }
     return plan
 
@@ -411,6 +420,23 @@ class Runner:
             self.case(boot.SCENARIO_BOOT, case, boot.run_boot, self.report,
                       size, self.root, self.fixtures, firmware, count, denied)
             self.save()
+
+    def inspection(self):
+        from pxefilterd_bench import inspection
+        from pxefilterd_harness import ramdisk, vm
+        scenario = inspection.SCENARIO_INSPECTION
+        if self._problem(scenario, ('dhcp', 'ironic')):
+            return
+        count = self.plan['inspection_count']
+        problem = (None if count else
+                   'not in --quick (about a minute per inspection): '
+                   '--agent-boots N runs it') \
+            or vm.vm_problem('bios') or ramdisk.problem()
+        if problem:
+            self.report.skip(scenario, 'all', problem)
+            return
+        self.case(scenario, '%d inspections' % count,
+                  inspection.run_inspection, self.report, self.root, count)
 
     def recommendation(self):
         from pxefilterd_bench import dnsmasq_bench as dm

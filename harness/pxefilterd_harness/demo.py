@@ -180,7 +180,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--keep', action='store_true',
                         help='keep the work directory (logs) afterwards')
+    parser.add_argument('--inspection', action='store_true',
+                        help='the full flow instead: a VM boots the '
+                             'ironic-python-agent ramdisk, the inventory '
+                             'is posted, the filter closes (minutes; see '
+                             'pxefilterd_harness.demo_inspection)')
     args = parser.parse_args(argv)
+    if args.inspection:
+        from pxefilterd_harness import demo_inspection
+        return demo_inspection.main(['--keep'] if args.keep else [])
     for problem in (preflight.dhcp_problem(), preflight.ironic_problem()):
         if problem:
             print('demo: cannot run here: %s' % problem, file=sys.stderr)

@@ -13,7 +13,7 @@ import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 PINS = REPO / 'pins'
-ENVIRONMENTS = ('dev', 'ironic', 'keystone', 'guest')
+ENVIRONMENTS = ('dev', 'ironic', 'keystone', 'guest', 'ipa')
 
 
 def _lines(path):
