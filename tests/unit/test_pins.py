@@ -82,8 +82,11 @@ def test_the_project_requirements_are_inputs_of_the_dev_pins():
 
 def test_setup_and_tox_install_from_the_pins():
     setup = (REPO / 'tools' / 'setup.sh').read_text()
-    # the guest's wheels are built by the systemd test's root builder
-    installers = setup + (REPO / 'tools' / 'guest-root.sh').read_text()
+    # the guest's wheels are built by the systemd test's root builder, the
+    # agent's by the ramdisk builder
+    installers = setup + ''.join(
+        (REPO / 'tools' / name).read_text()
+        for name in ('guest-root.sh', 'ramdisk/build.sh'))
     for name in ENVIRONMENTS:
         assert 'pins/%s.txt' % name in installers
     # no venv is given a bare package name to resolve on the day
