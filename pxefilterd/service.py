@@ -91,7 +91,6 @@ class Service:
                  watcher_factory=None, notifier=None, reload_settings=None,
                  clock=time.monotonic, pid_file=None, control_factory=None):
         self.settings = settings
-        self.client = client
         self.store = store
         self.cmds = cmds
         self.pid_file = pid_file
