@@ -8,6 +8,8 @@ link to them where pxefilterd-ctl works and checks they are untouched.
 
 import json
 import os
+import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -182,6 +184,51 @@ def shared_tmp():
 
 
 NOBODY = 65534
+REPO = str(pathlib.Path(__file__).resolve().parents[2])
+
+
+def _traversable_by_others(path):
+    path = os.path.abspath(path)
+    while True:
+        if not os.stat(path).st_mode & 0o001:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
+
+
+def _python_others_can_run(where):
+    """A Python interpreter with pxefilterd and its dependencies that a
+    user other than root can run: this one if it can, else a venv of the
+    system python3 made in ``where`` from the committed pins.
+
+    tox keeps its environments in a 0700 directory and pyenv's Python may
+    live under /root: a pxefilterd-ctl that has become the daemon's user
+    could not load the code it imports lazily from there (a daemon run
+    as that user could not run from there either).
+    """
+    import keystoneauth1
+    if all(_traversable_by_others(p) for p in (
+            sys.base_prefix, os.path.dirname(keystoneauth1.__file__))):
+        return sys.executable
+    uv = shutil.which('uv', path=os.path.dirname(sys.executable))
+    if uv is None or not os.path.exists('/usr/bin/python3'):
+        pytest.skip('no Python that the daemon user can run (and no uv or '
+                    '/usr/bin/python3 to make one)')
+    venv = os.path.join(where, 'venv')
+    subprocess.run(['/usr/bin/python3', '-m', 'venv', '--without-pip', venv],
+                   check=True, timeout=60)
+    python = os.path.join(venv, 'bin', 'python')
+    res = subprocess.run(
+        [uv, 'pip', 'install', '-q', '--python', python, '--no-deps',
+         '-r', os.path.join(REPO, 'pins', 'guest.txt'),
+         '--build-constraint', os.path.join(REPO, 'pins', 'dev.txt'),
+         '-e', REPO], capture_output=True, text=True, timeout=300)
+    if res.returncode:
+        pytest.skip('cannot make a venv the daemon user can run: %s'
+                    % res.stderr[-300:])
+    return python
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason='needs root')
@@ -202,9 +249,10 @@ def test_a_root_run_becomes_the_owner_of_the_hostsdir(shared_tmp):
                     'api_retries = 0\ntimeout = 5\n' % (hdir, fake.url))
         os.chmod(conf, 0o600)                  # root reads it, then drops
         res = subprocess.run(
-            [sys.executable, '-c', 'import sys; from pxefilterd.cmd import '
-             'ctl; sys.exit(ctl.main(sys.argv[1:]))', '--config-file', conf,
-             'sync', '--once'], capture_output=True, text=True, timeout=60)
+            [_python_others_can_run(shared_tmp), '-c', 'import sys; from '
+             'pxefilterd.cmd import ctl; sys.exit(ctl.main(sys.argv[1:]))',
+             '--config-file', conf, 'sync', '--once'],
+            capture_output=True, text=True, timeout=60)
     finally:
         fake.stop()
     assert res.returncode == 0, res.stderr
