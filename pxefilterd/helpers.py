@@ -14,6 +14,7 @@ import logging
 
 from pxefilterd import control
 from pxefilterd import hostsdir as hostsdir_mod
+from pxefilterd import repair as repair_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -38,12 +39,14 @@ class Helpers:
         server, or None.
     :ivar armed: a stop of dnsmasq is owed from now on: by the exit path,
         or by the guard if the daemon dies first.
+    :ivar repair: the :class:`pxefilterd.repair.Repair` of the store.
     :ivar heals: hostsdir entries repaired.
     """
 
     def __init__(self, store, cmds, wake, ask, forget, guard_factory=None,
                  watcher_factory=None, control_factory=None):
         self.store = store
+        self.repair = repair_mod.Repair(store)
         self.cmds = cmds
         self._wake = wake
         self._ask = ask
@@ -176,7 +179,7 @@ class Helpers:
             return
         try:
             for name, created in sorted(pending.items()):
-                msg = self.store.heal(name, created=created)
+                msg = self.repair.heal(name, created=created)
                 if msg:
                     self.heals += 1
                     LOG.warning('Hostsdir tampering: %s', msg)
@@ -188,7 +191,7 @@ class Helpers:
     def rescan(self):
         """Compare every entry of the hostsdir with the index; repair."""
         try:
-            for msg in self.store.rescan():
+            for msg in self.repair.rescan():
                 self.heals += 1
                 LOG.warning('Hostsdir tampering: %s', msg)
         except hostsdir_mod.TransientWriteError as exc:
@@ -200,7 +203,7 @@ class Helpers:
     def _forget_foreign(self):
         """After a repair: dnsmasq forgets what it read from foreign
         entries, whatever form their records took."""
-        found = self.store.take_foreign()
+        found = self.repair.take_foreign()
         if found:
             self._forget('%s%s' % (found[0], ' and %d more' % (
                 len(found) - 1) if len(found) > 1 else ''))

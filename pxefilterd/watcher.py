@@ -1,7 +1,7 @@
 """Watching the hostsdir for changes made by anyone but us (watchdog).
 
 The handler only records *names* and wakes the service loop; every read and
-repair happens in the service thread (:meth:`HostsDir.heal`), so the store
+repair happens in the service thread (:meth:`Repair.heal`), so the store
 has a single writer.  Our own renames show up as "created" events and are
 recognised there by inode, without reading the file.
 

@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from pxefilterd import hostsdir
+from pxefilterd import repair
 from pxefilterd.policy import Action
 from pxefilterd import watcher
 from tests.waiting import wait_for
@@ -38,7 +39,8 @@ def test_own_renames_are_created_events_healed_without_writes(store):
         wait_for(lambda: pending.update(w.take()[0]) or len(pending) == 50)
         assert all(pending.values())       # all "created only"
         written = store.files_written
-        assert [store.heal(n, created=c) for n, c in pending.items()] == \
+        healer = repair.Repair(store)
+        assert [healer.heal(n, created=c) for n, c in pending.items()] == \
             [None] * 50
         assert store.files_written == written
         with open(os.path.join(store.path, macs[0]), 'w') as f:

@@ -21,6 +21,7 @@ from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
 from pxefilterd import policy
+from pxefilterd import repair
 from pxefilterd import view
 
 HEX = '0123456789abcdefABCDEF'
@@ -147,7 +148,8 @@ def test_hostile_directory_contents_are_purged_or_healed(files):
         store.load()
         store.apply(policy.diff(store.current(), policy.fail_closed(
             store.cached())))
-        store.rescan()   # foreign files quarantined, MAC files healed
+        # foreign files quarantined, MAC files healed
+        repair.Repair(store).rescan()
         for name in os.listdir(store.path):
             key = hostsdir.key_for_name(name)
             assert key is not None

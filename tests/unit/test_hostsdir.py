@@ -8,6 +8,7 @@ import pytest
 
 from pxefilterd import hostsdir
 from pxefilterd import macs
+from pxefilterd import repair as repair_mod
 from pxefilterd.policy import Action
 
 M1, M2 = '52:54:00:00:00:01', '52:54:00:00:00:02'
@@ -21,6 +22,11 @@ def store(tmp_path):
     s.lock()
     yield s
     s.unlock()
+
+
+@pytest.fixture
+def repair(store):
+    return repair_mod.Repair(store)
 
 
 def listing(store):
@@ -135,7 +141,7 @@ def test_purge_removes_files_and_quarantines_the_rest(store):
 @pytest.mark.parametrize('kind', ['symlink', 'directory', 'fifo'])
 @pytest.mark.parametrize('name', [M1, 'unknown_hosts_filter', 'evil'])
 def test_special_entries_are_quarantined_and_our_record_rewritten(
-        store, kind, name):
+        store, kind, name, repair):
     """dnsmasq follows symlinks: a symlink named like a MAC (or the
     wildcard, or anything) could feed it any record.  It is moved away and
     our own file put back."""
@@ -152,7 +158,7 @@ def test_special_entries_are_quarantined_and_our_record_rewritten(
         os.mkdir(path)
     else:
         os.mkfifo(path)
-    message = store.heal(name)
+    message = repair.heal(name)
     assert 'moved to' in message
     assert stat.S_ISREG(os.lstat(os.path.join(store.path, M1)).st_mode)
     assert listing(store)[M1] == b'52:54:00:00:00:01,ignore\n'
@@ -165,10 +171,10 @@ def test_special_entries_are_quarantined_and_our_record_rewritten(
             assert '2 of our records re-asserted' in message
 
 
-def test_rescan_quarantines_special_entries(store):
+def test_rescan_quarantines_special_entries(store, repair):
     store.apply({M1: Action.DENY})
     os.symlink('/etc/passwd', os.path.join(store.path, M2))
-    messages = store.rescan()
+    messages = repair.rescan()
     assert any('symlink' in m for m in messages)
     assert not os.path.islink(os.path.join(store.path, M2))
     assert listing(store)[M2] == b'52:54:00:00:00:02,ignore\n'
@@ -288,46 +294,48 @@ class TestHeal:
     def path(self, store, name):
         return os.path.join(store.path, name)
 
-    def test_own_rename_is_skipped_without_reading(self, healed, monkeypatch):
-        monkeypatch.setattr(hostsdir.HostsDir, '_read',
+    def test_own_rename_is_skipped_without_reading(self, healed, monkeypatch,
+                                                   repair):
+        monkeypatch.setattr(repair_mod.Repair, '_read',
                             staticmethod(lambda p: pytest.fail('read')))
-        assert healed.heal(M1, created=True) is None
+        assert repair.heal(M1, created=True) is None
 
-    def test_unchanged_file_is_fine(self, healed):
-        assert healed.heal(M1) is None
+    def test_unchanged_file_is_fine(self, healed, repair):
+        assert repair.heal(M1) is None
 
-    def test_edit_is_reverted(self, healed):
+    def test_edit_is_reverted(self, healed, repair):
         open(self.path(healed, M1), 'w').write('52:54:00:00:00:01\n')
-        msg = healed.heal(M1)
+        msg = repair.heal(M1)
         assert 'rewritten to deny' in msg
         assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
 
-    def test_in_place_same_size_edit_after_own_write(self, healed):
+    def test_in_place_same_size_edit_after_own_write(self, healed, repair):
         # the inode is ours but the content is not: a modify event
         open(self.path(healed, M1), 'r+').write('52:54:00:00:00:01,IGNORE\n')
-        assert healed.heal(M1, created=False)
+        assert repair.heal(M1, created=False)
         assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
 
-    def test_truncate_and_delete_are_rewritten(self, healed):
+    def test_truncate_and_delete_are_rewritten(self, healed, repair):
         open(self.path(healed, M2), 'w').close()
-        assert 'rewritten to allow' in healed.heal(M2)
+        assert 'rewritten to allow' in repair.heal(M2)
         os.unlink(self.path(healed, M1))
-        assert 'was deleted' in healed.heal(M1)
+        assert 'was deleted' in repair.heal(M1)
         assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
         assert listing(healed)[M2] == b'52:54:00:00:00:02\n'
 
-    def test_new_mac_file_gets_unknown_state(self, healed):
+    def test_new_mac_file_gets_unknown_state(self, healed, repair):
         m3 = '52:54:00:00:00:03'
         open(self.path(healed, m3), 'w').write(m3 + '\n')
-        assert 'rewritten to deny' in healed.heal(m3, created=True)
+        assert 'rewritten to deny' in repair.heal(m3, created=True)
         assert listing(healed)[m3] == (m3 + ',ignore\n').encode()
         assert healed.index[m3] is Action.DENY
 
-    def test_foreign_file_quarantined_and_records_reasserted(self, healed):
+    def test_foreign_file_quarantined_and_records_reasserted(self, healed,
+                                                             repair):
         open(self.path(healed, 'evil'), 'w').write(
             '52:54:00:00:00:01\n*:*:*:*:*:*\n')
         before = os.stat(self.path(healed, M1)).st_ino
-        msg = healed.heal('evil', created=True)
+        msg = repair.heal('evil', created=True)
         assert '2 of our records re-asserted' in msg
         assert 'evil' not in os.listdir(healed.path)
         qdir = os.path.join(healed.staging, hostsdir.QUARANTINE_DIR)
@@ -336,16 +344,16 @@ class TestHeal:
         assert os.stat(self.path(healed, M1)).st_ino != before
         assert listing(healed)[M1] == b'52:54:00:00:00:01,ignore\n'
 
-    def test_rescan_finds_everything(self, healed):
+    def test_rescan_finds_everything(self, healed, repair):
         os.unlink(self.path(healed, M1))
         open(self.path(healed, M2), 'w').write('junk')
         open(self.path(healed, 'junk'), 'w').write('junk')
-        msgs = healed.rescan()
+        msgs = repair.rescan()
         assert len(msgs) == 3
         assert listing(healed) == {
             M1: b'52:54:00:00:00:01,ignore\n', M2: b'52:54:00:00:00:02\n',
             'unknown_hosts_filter': b'*:*:*:*:*:*,ignore\n20-:,ignore\n'}
-        assert healed.rescan() == []
+        assert repair.rescan() == []
 
 
 class TestBaseFile:
@@ -394,7 +402,7 @@ class TestBaseFile:
         based.track_own_writes = True
         based.apply({M1: Action.DENY})
         based.remove([M1])
-        assert based.heal(M1) is None
+        assert repair_mod.Repair(based).heal(M1) is None
         assert M1 not in listing(based)
 
 
@@ -416,13 +424,13 @@ def test_client_id_records_and_the_two_unknown_records():
                           b'*:*:*:*:*:*\n20-:,ignore\n') is None
 
 
-def test_client_id_files_are_written_indexed_and_healed(store):
+def test_client_id_files_are_written_indexed_and_healed(store, repair):
     store.track_own_writes = True
     store.apply({macs.WILDCARD: Action.DENY, IB1: Action.ALLOW})
     assert listing(store)[IB1] == (IB1 + '\n').encode()
     with open(os.path.join(store.path, IB1), 'w') as f:
         f.write(IB1 + ',ignore\n')
-    assert 'rewritten to allow' in store.heal(IB1)
+    assert 'rewritten to allow' in repair.heal(IB1)
     store.index.clear()
     assert store.load() == []
     assert store.index == {macs.WILDCARD: Action.DENY, IB1: Action.ALLOW}
@@ -430,7 +438,8 @@ def test_client_id_files_are_written_indexed_and_healed(store):
         store.write('id:FF:00', Action.ALLOW)
 
 
-def test_a_foreign_zero_length_record_reasserts_the_unknown_records(store):
+def test_a_foreign_zero_length_record_reasserts_the_unknown_records(
+        store, repair):
     """A foreign "20-:" (or ":") allow would let unknown IPoIB clients
     boot; dnsmasq has read it, so our wildcard file is written again."""
     store.track_own_writes = True
@@ -439,12 +448,13 @@ def test_a_foreign_zero_length_record_reasserts_the_unknown_records(store):
     before = os.stat(wildcard).st_ino
     with open(os.path.join(store.path, 'evil'), 'w') as f:
         f.write('20-:\n%s\n' % IB1.upper())
-    msg = store.heal('evil', created=True)
+    msg = repair.heal('evil', created=True)
     assert '2 of our records re-asserted' in msg
     assert os.stat(wildcard).st_ino != before
 
 
-def test_a_foreign_allow_for_an_unknown_mac_gets_the_unknown_state(store):
+def test_a_foreign_allow_for_an_unknown_mac_gets_the_unknown_state(
+        store, repair):
     """dnsmasq has read the foreign record (an allow for a MAC ironic does
     not know, which beats our wildcard deny): a newer record of ours, with
     the wildcard's verdict, must follow."""
@@ -453,13 +463,14 @@ def test_a_foreign_allow_for_an_unknown_mac_gets_the_unknown_state(store):
     stranger = '52:54:00:00:00:99'
     with open(os.path.join(store.path, 'evil'), 'w') as f:
         f.write(stranger + '\n')
-    assert '1 of our records re-asserted' in store.heal('evil', created=True)
+    assert '1 of our records re-asserted' in repair.heal('evil',
+                                                         created=True)
     assert listing(store)[stranger] == (stranger + ',ignore\n').encode()
     assert store.index[stranger] is Action.DENY
 
 
 def test_a_mac_named_symlink_reasserts_everything_its_target_says(
-        store, tmp_path):
+        store, tmp_path, repair):
     store.track_own_writes = True
     store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY,
                  M2: Action.DENY})
@@ -467,13 +478,13 @@ def test_a_mac_named_symlink_reasserts_everything_its_target_says(
     target.write_text('%s\n%s\n*:*:*:*:*:*\n' % (M1, M2))
     os.unlink(os.path.join(store.path, M1))
     os.symlink(target, os.path.join(store.path, M1))
-    msg = store.heal(M1, created=True)
+    msg = repair.heal(M1, created=True)
     assert 'was a symlink' in msg and '3 of our records re-asserted' in msg
     assert listing(store)[M2] == (M2 + ',ignore\n').encode()
 
 
 def test_an_entry_that_vanishes_while_it_is_quarantined_is_no_error(
-        store, monkeypatch):
+        store, monkeypatch, repair):
     store.track_own_writes = True
     store.apply({macs.WILDCARD: Action.DENY, M1: Action.DENY})
     with open(os.path.join(store.path, 'evil'), 'w') as f:
@@ -486,7 +497,7 @@ def test_an_entry_that_vanishes_while_it_is_quarantined_is_no_error(
         return real_rename(src, dst)
 
     monkeypatch.setattr(os, 'rename', gone_first)
-    msg = store.heal('evil', created=True)
+    msg = repair.heal('evil', created=True)
     assert 'vanished' in msg and '1 of our records re-asserted' in msg
 
 
@@ -515,7 +526,8 @@ def test_out_of_descriptors_is_transient_for_writes(store, monkeypatch, err):
 
 
 def test_out_of_descriptors_is_transient_for_rescan_and_heal(store,
-                                                             monkeypatch):
+                                                             monkeypatch,
+                                                             repair):
     store.apply({M1: Action.DENY, macs.WILDCARD: Action.DENY})
     (open(os.path.join(store.path, 'evil'), 'w')).write(M1 + '\n')
 
@@ -523,23 +535,23 @@ def test_out_of_descriptors_is_transient_for_rescan_and_heal(store,
         raise OSError(errno.EMFILE, 'Too many open files')
     monkeypatch.setattr(os, 'scandir', no_fds)
     with pytest.raises(hostsdir.TransientWriteError):
-        store.rescan()
+        repair.rescan()
     monkeypatch.undo()
     monkeypatch.setattr(os, 'open', _failing_in(store.path, errno.EMFILE))
     with pytest.raises(hostsdir.TransientWriteError):
-        store.heal('evil', created=True)
+        repair.heal('evil', created=True)
     monkeypatch.undo()
-    assert store.heal('evil', created=True).startswith('foreign file')
+    assert repair.heal('evil', created=True).startswith('foreign file')
 
 
-def test_an_entry_name_of_any_length_is_quarantined(store):
+def test_an_entry_name_of_any_length_is_quarantined(store, repair):
     """A 250-character name made the quarantine rename raise ENAMETOOLONG
     (name + a time suffix > NAME_MAX) and the daemon exit."""
     store.apply({M1: Action.DENY, macs.WILDCARD: Action.DENY})
     for name in ('x' * 250, 'a\nb' + 'y' * 240, '\u00e9' * 127):
         with open(os.path.join(store.path, name), 'w') as f:
             f.write(M1 + '\n')
-    messages = store.rescan()
+    messages = repair.rescan()
     assert len(messages) == 3
     assert sorted(listing(store)) == sorted([M1, 'unknown_hosts_filter'])
     quarantined = os.listdir(os.path.join(store.staging, 'quarantine'))
@@ -553,32 +565,33 @@ def test_an_entry_name_of_any_length_is_quarantined(store):
                                      b'01-52:54:00:00:00:02\n', b'junk\n',
                                      b''])
 def test_every_foreign_entry_is_reported_for_dnsmasq_to_forget(store,
-                                                               content):
+                                                               content,
+                                                               repair):
     """dnsmasq reads forms of MAC no scan here recognises: whatever a
     foreign file holds, the repair reports it (the service reloads)."""
     store.apply({M1: Action.DENY, M2: Action.DENY,
                  macs.WILDCARD: Action.DENY})
-    assert store.take_foreign() == []
+    assert repair.take_foreign() == []
     with open(os.path.join(store.path, 'evil'), 'wb') as f:
         f.write(content)
-    assert store.heal('evil', created=True)
-    found = store.take_foreign()
+    assert repair.heal('evil', created=True)
+    found = repair.take_foreign()
     assert len(found) == 1 and 'evil' in found[0]
-    assert store.take_foreign() == []
+    assert repair.take_foreign() == []
 
 
-def test_a_mac_file_holding_another_form_is_reported(store):
+def test_a_mac_file_holding_another_form_is_reported(store, repair):
     store.apply({M1: Action.ALLOW, M2: Action.DENY,
                  macs.WILDCARD: Action.DENY})
     with open(os.path.join(store.path, M1), 'wb') as f:
         f.write(b'52:54:0:0:0:2\n')       # M2, allowed, in another form
-    assert 'rewritten to allow' in store.heal(M1)
-    assert len(store.take_foreign()) == 1
+    assert 'rewritten to allow' in repair.heal(M1)
+    assert len(repair.take_foreign()) == 1
     # one of our own forms, edited: rewriting it is enough
     with open(os.path.join(store.path, M2), 'wb') as f:
         f.write(b'52:54:00:00:00:02\n')
-    assert 'rewritten to deny' in store.heal(M2)
-    assert store.take_foreign() == []
+    assert 'rewritten to deny' in repair.heal(M2)
+    assert repair.take_foreign() == []
 
 
 @pytest.mark.parametrize('mode,group,refused', [
