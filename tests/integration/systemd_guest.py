@@ -39,8 +39,9 @@ def five_minute_path(readme: Path = REPO / 'README.md') -> list[str]:
     """Return the commands of the README's five-minute path, in order.
 
     The first indented block after the section heading; a line ending in a
-    backslash is joined with the next, as the shell would.  Raises
-    ValueError if the section or its block is missing.
+    backslash is joined with the next, and a line that is only a comment
+    is dropped, as the shell would.  Raises ValueError if the section or
+    its block is missing.
     """
     text = readme.read_text()
     start = text.index(SECTION)
@@ -60,9 +61,10 @@ def five_minute_path(readme: Path = REPO / 'README.md') -> list[str]:
         if line.rstrip().endswith('\\'):
             pending += line.rstrip()[:-1]
             continue
-        commands.append((pending + line).strip() if pending
-                        else line.strip())
+        command = (pending + line).strip() if pending else line.strip()
         pending = ''
+        if command and not command.startswith('#'):
+            commands.append(command)
     return commands
 
 
