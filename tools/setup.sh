@@ -94,9 +94,4 @@ venv_sync "$IRONIC_VENV" pins/ironic.txt
 venv_check "$IRONIC_VENV" ironic "$IRONIC_VENV/bin/ironic" --version
 venv_sync "$KEYSTONE_VENV" pins/keystone.txt
 venv_check "$KEYSTONE_VENV" keystone "$KEYSTONE_VENV/bin/keystone-manage" --version
-# The systemd test's guest: a Debian 12 root and the wheels of
-# pins/guest.txt, built here (they need the network) once, then cached
-# (tools/guest-root.sh says where).
-bash tools/guest-root.sh root >/dev/null
-bash tools/guest-root.sh wheels >/dev/null
 log "ready: dnsmasq $(/usr/sbin/dnsmasq --version | head -n 1 | awk '{print $3}'), $(grep -m1 '^ironic==' pins/ironic.txt) in $IRONIC_VENV, $(grep -m1 '^keystone==' pins/keystone.txt) in $KEYSTONE_VENV"

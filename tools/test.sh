@@ -12,7 +12,23 @@ export PXEFILTERD_KEYSTONE_VENV=${PXEFILTERD_KEYSTONE_VENV:-$(pwd)/.venv-keyston
 # no deps= to hold it to the pins; uv takes them from here.
 UV_CONSTRAINT=$(pwd)/pins/dev.txt
 export UV_CONSTRAINT
-.venv/bin/tox -e pep8,py3,functional,integration "$@"
+# What the long integration tests boot, built from pins (they need the
+# network) once, then cached by their inputs: the systemd test's Debian 12
+# guest root and wheels (tools/guest-root.sh) and the inspection ramdisk
+# (tools/ramdisk/build.sh).  Built beside the lint, unit and functional
+# suites, not before them: a cold build takes minutes.
+images_log=$(mktemp)
+(bash tools/guest-root.sh root && bash tools/guest-root.sh wheels \
+    && .venv/bin/python -m pxefilterd_harness.ramdisk) >"$images_log" 2>&1 &
+images=$!
+trap 'kill "$images" 2>/dev/null || true; rm -f "$images_log"' EXIT
+.venv/bin/tox -e pep8,py3,functional "$@"
+if ! wait "$images"; then
+    cat "$images_log" >&2
+    echo "test.sh: building the test images failed (log above)" >&2
+    exit 1
+fi
+.venv/bin/tox -e integration "$@"
 # Two benchmark families, so that the benchmark keeps working: numbers
 # printed (and bench-results.json), nothing asserted on time.
 .venv/bin/tox -e bench -- --quick --only local,latency --json bench-results.json
