@@ -212,7 +212,10 @@ def _python_others_can_run(where):
     if all(_traversable_by_others(p) for p in (
             sys.base_prefix, os.path.dirname(keystoneauth1.__file__))):
         return sys.executable
-    uv = shutil.which('uv', path=os.path.dirname(sys.executable))
+    # uv: this environment's, else the development venv's (tools/setup.sh)
+    uv = shutil.which('uv', path=os.pathsep.join((
+        os.path.dirname(sys.executable), os.path.join(REPO, '.venv', 'bin'),
+        os.environ.get('PATH', ''))))
     if uv is None or not os.path.exists('/usr/bin/python3'):
         pytest.skip('no Python that the daemon user can run (and no uv or '
                     '/usr/bin/python3 to make one)')
