@@ -71,47 +71,22 @@ def one_inspection(ironic_svc, net, dm, runner, workdir, i):
 
 def run_inspection(report, root, count):
     """Run ``count`` inspections; add the rows to ``report``."""
-    from pxefilterd_harness import inspection, ramdisk, vm
-    from pxefilterd_harness.daemon import PxefilterdRunner
-    from pxefilterd_harness.dnsmasq import DnsmasqInstance, HostsDirWriter
-    from pxefilterd_harness.ironic import IronicService
+    from pxefilterd_harness import inspection, ramdisk
     disk = ramdisk.ensure(say=env.progress)
     env.progress(disk.describe())
     work = root / 'inspection'
     work.mkdir(mode=0o755)
     label = '%d inspections' % count
     results = []
-    net = vm.VmNetwork(workdir=work / 'net',
-                       timeout=inspection.NETNS_TIMEOUT)
-    ironic_svc = site = dm = runner = None
-    try:
-        ironic_svc = IronicService(work / 'ironic')
-        ironic_svc.start()
-        site = inspection.InspectionSite(net, disk, ironic_svc.port,
-                                         work / 'site')
-        hostsdir = HostsDirWriter(work / 'hostsdir')
-        dm = DnsmasqInstance(net, hostsdir.path, work / 'dnsmasq',
-                             extra_options=site.dnsmasq_options())
-        runner = PxefilterdRunner(work / 'daemon', ironic_svc.url, dm)
-        runner.start()
-        runner.wait_ready(timeout=120)
+    with inspection.stack(work, disk) as st:
         for i in range(count):
-            res = one_inspection(ironic_svc, net, dm, runner, work, i)
+            res = one_inspection(st.ironic, st.net, st.dnsmasq, st.runner,
+                                 work, i)
             results.append(res)
             env.progress('inspection #%d: %s', i + 1, _fmt(res))
-        code = runner.stop()
+        code = st.runner.stop()
         if code != 0:
             raise RuntimeError('pxefilterd exited %s' % code)
-    finally:
-        if runner is not None:
-            runner.close()
-        if dm is not None:
-            dm.stop()
-        if site is not None:
-            site.close()
-        if ironic_svc is not None:
-            ironic_svc.close()
-        net.close()
     report.detail('inspection', {'inspections': results,
                                  'ramdisk': disk.info})
     add_rows(report, label, results, disk)

@@ -23,9 +23,6 @@ import time
 from pathlib import Path
 
 from pxefilterd_harness import inspection, preflight, ramdisk, vm
-from pxefilterd_harness.daemon import PxefilterdRunner
-from pxefilterd_harness.dnsmasq import DnsmasqInstance, HostsDirWriter
-from pxefilterd_harness.ironic import IronicService
 
 MAC = '52:54:00:00:01:10'
 STEPS = (('offer', 'DHCP offer through the filter (iPXE)'),
@@ -59,22 +56,10 @@ def _follow(machine, timeout):
 def run(workdir):
     disk = ramdisk.ensure(say=say)
     say(disk.describe())
-    net = vm.VmNetwork(workdir=workdir / 'net',
-                       timeout=inspection.NETNS_TIMEOUT)
-    ironic = site = dm = runner = None
-    try:
-        ironic = IronicService(workdir / 'ironic')
-        ironic.start()
+    with inspection.stack(workdir, disk, ready_timeout=60) as st:
+        net, ironic, dm, runner = st.net, st.ironic, st.dnsmasq, st.runner
         say('ironic is up at %s (unmanaged inspection, agent interface)'
             % ironic.url)
-        site = inspection.InspectionSite(net, disk, ironic.port,
-                                         workdir / 'site')
-        hostsdir = HostsDirWriter(workdir / 'hostsdir')
-        dm = DnsmasqInstance(net, hostsdir.path, workdir / 'dnsmasq',
-                             extra_options=site.dnsmasq_options())
-        runner = PxefilterdRunner(workdir / 'pxefilterd', ironic.url, dm)
-        runner.start()
-        runner.wait_ready()
         say('pxefilterd is ready; dnsmasq serves the bridge')
         node = ironic.create_node('node-1')
         ironic.create_port(node, MAC)
@@ -108,13 +93,6 @@ def run(workdir):
         if runner.stop() != 0:
             raise RuntimeError('pxefilterd did not exit cleanly')
         return verdict.denied
-    finally:
-        for part in (runner, site, ironic):
-            if part is not None:
-                part.close()
-        if dm is not None:
-            dm.stop()
-        net.close()
 
 
 def main(argv=None):

@@ -31,7 +31,9 @@ Measured here (TCG, 2 busy cores): power-on to the agent's post about
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import dataclasses
 import datetime
 import http.server
 import os
@@ -42,6 +44,9 @@ import time
 from pathlib import Path
 
 from . import vm
+from .daemon import PxefilterdRunner
+from .dnsmasq import DnsmasqInstance, HostsDirWriter
+from .ironic import IronicService
 from .netns import SERVER_ADDRESS
 from .ramdisk import Ramdisk
 
@@ -440,6 +445,44 @@ class InspectionVm(vm.Vm):
             shutil.copyfile(self.serial_path, path)
         except OSError:
             pass
+
+
+@dataclasses.dataclass
+class Stack:
+    """What a real inspection runs on: see :func:`stack`."""
+
+    net: vm.VmNetwork
+    ironic: IronicService
+    site: InspectionSite
+    dnsmasq: DnsmasqInstance
+    runner: PxefilterdRunner
+
+
+@contextlib.contextmanager
+def stack(workdir: Path, disk: Ramdisk, ready_timeout: float = 120.0):
+    """A real ironic (unmanaged inspection), the boot site of ``disk`` and
+    the relay to ironic, dnsmasq and a ready pxefilterd, on a VM network
+    under ``workdir``; everything is stopped and closed on the way out."""
+    net = vm.VmNetwork(workdir=workdir / 'net', timeout=NETNS_TIMEOUT)
+    ironic = site = dm = runner = None
+    try:
+        ironic = IronicService(workdir / 'ironic')
+        ironic.start()
+        site = InspectionSite(net, disk, ironic.port, workdir / 'site')
+        hostsdir = HostsDirWriter(workdir / 'hostsdir')
+        dm = DnsmasqInstance(net, hostsdir.path, workdir / 'dnsmasq',
+                             extra_options=site.dnsmasq_options())
+        runner = PxefilterdRunner(workdir / 'pxefilterd', ironic.url, dm)
+        runner.start()
+        runner.wait_ready(timeout=ready_timeout)
+        yield Stack(net, ironic, site, dm, runner)
+    finally:
+        for part in (runner, site, ironic):
+            if part is not None:
+                part.close()
+        if dm is not None:
+            dm.stop()
+        net.close()
 
 
 def state_changed_at(ironic, node: str) -> float:
