@@ -419,6 +419,13 @@ def _check_dnsmasq_words(line):
             for problem in pidsource.check_dnsmasq_argv(argv or [])]
 
 
+def _user_name():
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:        # a uid with no name (containers)
+        return None
+
+
 def _check_sudo(root_helper, cmds, static, hostsdir):
     """Problem lines for the commands sudo would not let the daemon's
     user (the hostsdir's owner) run, for a ``root_helper`` that starts with
@@ -426,8 +433,7 @@ def _check_sudo(root_helper, cmds, static, hostsdir):
     if not root_helper or os.path.basename(root_helper[0]) != 'sudo':
         return []
     user = sudoers.daemon_user(hostsdir)
-    if user is None or (os.geteuid() != 0
-                        and pwd.getpwuid(os.geteuid()).pw_name != user):
+    if user is None or (os.geteuid() != 0 and _user_name() != user):
         return []
     problems = []
     for label, argv in cmds:
