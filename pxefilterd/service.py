@@ -5,7 +5,7 @@
     stop dnsmasq
 
 Each turn of the loop (the rooms, each owning what it changes, are
-described in doc/design.md)::
+described in doc/source/design.md)::
 
     helpers.check()                        guard, watcher, control socket
     supervisor.step() -> action            dnsmasq: pxefilterd.supervisor

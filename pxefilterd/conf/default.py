@@ -26,7 +26,8 @@ opts = [
                     'daemon.  Not the daemon\'s own group, which may read '
                     'pxefilterd.conf and the ironic credentials in it.  The '
                     'daemon must be a member (the shipped unit has '
-                    'SupplementaryGroups=pxefilterd-operators).  If no such '
+                    'SupplementaryGroups=pxefilterd-operators), else the '
+                    'socket is not served and an error says why.  If no such '
                     'group exists, the socket keeps the daemon\'s group and a '
                     'warning says so; empty: the daemon\'s group.'),
 ]

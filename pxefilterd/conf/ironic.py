@@ -10,7 +10,9 @@ opts = [
     cfg.FloatOpt('api_retry_interval', default=0.5, min=0.0, max=60.0,
                  help='First backoff interval in seconds between retries.'),
     cfg.IntOpt('page_size', default=1000, min=1, max=100000,
-               help='Ports requested per page.'),
+               help='Items requested per page of a listing (ironic caps it '
+                    'at its [api] max_limit, 1000 by default); every page '
+                    'is followed.'),
 ]
 
 

@@ -10,7 +10,7 @@ from pxefilterd.conf import ironic as ironic_conf
 from pxefilterd.conf import opts
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-GUIDE = REPO / 'doc' / 'admin-guide.md'
+GUIDE = REPO / 'doc' / 'source' / 'admin-guide.md'
 _PLACEHOLDER = re.compile(r'%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[a-zA-Z%]')
 
 
@@ -35,17 +35,75 @@ def section(guide, title):
     return guide[start:end]
 
 
-def test_every_option_is_in_the_reference(guide):
-    reference = section(guide, '## 8. Configuration reference')
-    missing = []
-    for group, opt in own_options():
-        header = '### [%s]' % group
-        start = reference.index(header)
-        end = reference.find('### [', start + len(header))
-        if '`%s`' % opt.dest not in reference[start:end if end > 0 else None]:
-            missing.append('[%s] %s' % (group, opt.dest))
-    assert not missing, 'options missing from doc/admin-guide.md: %s' % (
-        ', '.join(missing))
+def _generator_namespaces():
+    conf = (REPO / 'etc' / 'pxefilterd' / 'config-generator.conf')
+    return [line.split('=', 1)[1].strip()
+            for line in conf.read_text().splitlines()
+            if line.replace(' ', '').startswith('namespace=')]
+
+
+def test_every_option_has_help_text():
+    # The configuration reference (doc/source/configuration) and the sample
+    # file are generated from the help texts: an option without one would
+    # be listed there with nothing to say what it does.
+    missing = ['[%s] %s' % (group, opt.dest)
+               for group, group_opts in opts.list_opts()
+               for opt in group_opts
+               if not (opt.help or '').strip()]
+    assert not missing, 'options without help text: %s' % ', '.join(missing)
+
+
+def test_the_reference_shows_what_the_generator_lists():
+    # One list of namespaces for the sample file and the reference, and
+    # each an entry point of the installed distribution (setup.cfg).
+    from importlib import metadata
+    page = (REPO / 'doc' / 'source' / 'configuration' / 'index.rst'
+            ).read_text()
+    directive = page[page.index('.. show-options::'):]
+    shown = [line.strip() for line in directive.splitlines()[1:]
+             if line.strip()]
+    assert shown == _generator_namespaces()
+    points = {ep.name: ep for ep in
+              metadata.entry_points(group='oslo.config.opts')}
+    for name in shown:
+        assert points[name].load()(), name
+
+
+def test_the_reference_builds(tmp_path):
+    """The configuration reference page, built by Sphinx with
+    oslo_config.sphinxext as tox -e docs builds it (warnings are errors),
+    names every pxefilterd option and marks the mutable ones."""
+    pytest.importorskip('sphinx', reason='the doc requirements '
+                        '(doc/requirements.txt) are not installed')
+    import io
+
+    from sphinx.application import Sphinx
+    src = tmp_path / 'src'
+    src.mkdir()
+    (src / 'conf.py').write_text("extensions = ['oslo_config.sphinxext']\n")
+    (src / 'index.rst').write_text(
+        (REPO / 'doc' / 'source' / 'configuration' / 'index.rst')
+        .read_text().replace(':doc:', ':literal:'))
+    out = tmp_path / 'out'
+    warnings = io.StringIO()
+    app = Sphinx(str(src), str(src), str(out), str(tmp_path / 'doctrees'),
+                 'text', warningiserror=True, status=None,
+                 warning=warnings, freshenv=True)
+    app.build()
+    # e.g. a help text that is not valid reStructuredText
+    assert not warnings.getvalue(), warnings.getvalue()
+    assert app.statuscode == 0
+    text = (out / 'index.txt').read_text()
+    for group, group_opts in opts.list_opts():
+        heading = '\n%s\n%s\n' % (group, '=' * len(group))
+        assert heading in text, group
+        section = text[text.index(heading):]
+        for opt in group_opts:
+            assert '\n%s\n\n   Type:' % opt.dest in section, (group,
+                                                                opt.dest)
+    mutable = sum(1 for _g, group_opts in opts.list_opts()
+                  for o in group_opts if o.mutable)
+    assert text.count('can be changed without restarting') >= mutable
 
 
 def test_every_mutable_option_is_in_the_sighup_section(guide):
@@ -94,7 +152,7 @@ def test_every_warning_and_error_is_explained(guide):
         if longest and ' '.join(longest.split()) not in guide:
             missing.append('%s: %r' % (name, message))
     assert not missing, (
-        'log messages not explained in doc/admin-guide.md section 11:\n'
+        'log messages not explained in doc/source/admin-guide.md section 11:\n'
         + '\n'.join(missing))
 
 

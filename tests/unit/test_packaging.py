@@ -340,7 +340,7 @@ def test_setup_cfg_ships_the_operator_files():
                  'systemd/pxefilterd.service',
                  'systemd/pxefilterd-dnsmasq.service',
                  'systemd/tmpfiles.d/*', 'systemd/sysusers.d/*',
-                 'doc/admin-guide.md'):
+                 'doc/source/admin-guide.md'):
         assert path in setup_cfg, path
         # pbr expands only a trailing "dir/*"
         assert '*' not in path or path.endswith('/*')
