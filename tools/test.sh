@@ -1,7 +1,7 @@
 #!/bin/bash
 # The test command: install what is needed, then run every suite through tox
-# (lint, unit, functional, integration with real ironic + dnsmasq + DHCP
-# clients) and a smoke run of the benchmark (numbers printed, nothing
+# (lint, unit, functional, the docs and release notes builds, integration
+# with real ironic + dnsmasq + DHCP clients) and a smoke run of the benchmark (numbers printed, nothing
 # asserted on time; "tox -e bench" runs the whole quick mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +22,9 @@ images_log=$(mktemp)
     && .venv/bin/python -m pxefilterd_harness.ramdisk) >"$images_log" 2>&1 &
 images=$!
 trap 'kill "$images" 2>/dev/null || true; rm -f "$images_log"' EXIT
-.venv/bin/tox -e pep8,py3,functional "$@"
+# The documentation (html and man pages) and the release notes build beside
+# them too: warnings are errors in both.
+.venv/bin/tox -e pep8,py3,functional,docs,releasenotes "$@"
 if ! wait "$images"; then
     cat "$images_log" >&2
     echo "test.sh: building the test images failed (log above)" >&2
