@@ -1,6 +1,6 @@
 #!/bin/bash
 # Install everything pxefilterd's tests, demo and benchmark need on a fresh
-# Debian 12 machine (run as root): Debian packages, a venv with pxefilterd
+# Debian 12 machine (run as root): Debian packages (bindep.txt), a venv with pxefilterd
 # and tox, and separate venvs with a real ironic and a real keystone, each
 # installed from its committed pins (pins/*.txt).
 # Idempotent.
@@ -17,29 +17,21 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-# dnsmasq-base: the dnsmasq binary without the system service; pxefilterd
-# and the tests run their own instances.  qemu-system-x86, seabios,
-# ipxe-qemu, ovmf, ipxe: virtual machines with real PXE firmware (BIOS and
-# UEFI) in the integration tests, the demo and the benchmark.
-# systemd-container, debootstrap: the Debian 12 guest with systemd as PID 1
-# in which tests/integration/test_systemd.py runs the README's install.
-# debootstrap, cpio, zstd: the inspection ramdisk (tools/ramdisk/build.sh)
-# the VMs of tests/integration/test_inspection.py boot.
-PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
-python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe systemd-container
-debootstrap cpio zstd"
-missing=""
-for pkg in $PACKAGES; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \
-        || missing="$missing $pkg"
-done
-if [ -n "$missing" ]; then
-    log "installing Debian packages:$missing"
+# apt_install PACKAGE...: install the Debian packages given (none: nothing).
+apt_install() {
+    [ "$#" -gt 0 ] || return 0
+    log "installing Debian packages: $*"
     export DEBIAN_FRONTEND=noninteractive
     timeout 600 apt-get update -qq
-    # shellcheck disable=SC2086  # one word per package
-    timeout 900 apt-get install -y -qq --no-install-recommends $missing \
-        >/dev/null
+    timeout 900 apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# The system packages are listed in bindep.txt (profile "test": dnsmasq,
+# DHCP clients, qemu with BIOS and UEFI firmware, the systemd guest's and
+# the ramdisk's tools) and installed with bindep, which runs from .venv.
+# So the one package needed to make that venv comes first, by name.
+if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then
+    apt_install python3-venv
 fi
 
 # Every venv is installed from a committed, complete pin set (pins/*.txt,
@@ -87,6 +79,20 @@ printf -- '-e .\n-e ./harness\n' | timeout 900 .venv/bin/uv pip sync -q --python
     --build-constraint pins/dev.txt pins/dev.txt -
 venv_check .venv "the project venv" .venv/bin/uv pip check -q --python .venv/bin/python
 venv_check .venv "pxefilterd" .venv/bin/python -c "import pxefilterd.cmd.daemon, pxefilterd.cmd.ctl"
+
+# bindep -b prints the missing packages of the profile, one a line, and
+# exits 1 when there are some; any other status is an error (e.g. a
+# bindep.txt it cannot parse).
+rc=0
+missing=$(timeout 120 .venv/bin/bindep --brief --file bindep.txt test) || rc=$?
+# (bindep also exits 1, with a message on stdout, when it cannot read the
+# file: anything but package names is an error too.)
+if [ "$rc" -gt 1 ] || printf '%s\n' "$missing" | grep -qv '^[a-z0-9][a-z0-9+.-]*$\|^$'; then
+    echo "setup.sh: bindep failed (status $rc) on bindep.txt: $missing" >&2
+    exit 1
+fi
+# shellcheck disable=SC2086  # one word per package
+apt_install $missing
 
 # The real ironic (integration tests, the demo, the benchmark) and the real
 # keystone (tests/integration/test_keystone.py, ~140 MB).
