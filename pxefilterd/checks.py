@@ -9,6 +9,7 @@ checks the environment the configuration refers to
 import configparser
 import difflib
 import glob
+from importlib import metadata
 import os
 import pwd
 import shlex
@@ -17,9 +18,6 @@ import shutil
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
-from oslo_config import generator
-from oslo_config import validator
-from oslo_log import _options as log_opts
 
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
@@ -178,31 +176,53 @@ def files_read(conf):
     return files
 
 
+def _entry_point_opts(namespace):
+    """The (group, options) list of the oslo.config.opts entry point
+    ``namespace`` -- what oslo-config-generator and its validator load."""
+    (point,) = metadata.entry_points(group='oslo.config.opts',
+                                     name=namespace)
+    return point.load()()
+
+
 def _known_options(conf):
-    """The machine-readable option data oslo-config-validator compares a
-    file with: pxefilterd's options, oslo.log's, and those of the
-    configured ``[ironic] auth_type`` plugin."""
-    namespaces = [('pxefilterd', all_opts.list_opts()),
-                  ('oslo.log', log_opts.list_opts())]
+    """Return ``(known, deprecated)``, each ``{group: set of names}``: the
+    options oslo-config-validator would accept in a file (pxefilterd's,
+    oslo.log's and those of the configured ``[ironic] auth_type`` plugin)
+    and their deprecated names.
+
+    Built from the options' public attributes (name, dest, deprecated_opts)
+    by the validator's rules, not from its private functions.
+    """
+    listings = [all_opts.list_opts(), _entry_point_opts('oslo.log')]
     try:
-        namespaces.append(('keystoneauth1', [(
-            'ironic', ks_loading.get_auth_plugin_conf_options(
-                conf.ironic.auth_type))]))
+        listings.append([('ironic', ks_loading.get_auth_plugin_conf_options(
+            conf.ironic.auth_type))])
     except Exception:   # no or unknown auth_type: reported elsewhere
         pass
-    groups = generator._get_groups(namespaces)
-    return generator._generate_machine_readable_data(groups,
-                                                     cfg.ConfigOpts())
+    known, deprecated = {}, {}
+    for listing in listings:
+        for group, opts in listing:
+            group = getattr(group, 'name', group) or 'DEFAULT'
+            names = known.setdefault(group, set())
+            for opt in opts:
+                names.update((opt.name, opt.dest))
+                for old in opt.deprecated_opts:
+                    # a name with "-" cannot appear in a file
+                    if old.name and '-' in old.name:
+                        continue
+                    deprecated.setdefault(old.group or group, set()).add(
+                        old.name or opt.name)
+    return known, deprecated
 
 
 def unknown_options(conf):
     """Return one line per option or section in the files read that
     pxefilterd does not know (oslo.config would silently ignore it).
 
-    Uses oslo.config's own validator (the checks behind
-    ``oslo-config-validator``) on the files as its parser reads them.
+    Applies the rules of oslo.config's validator (``oslo-config-validator``)
+    to the files as oslo.config's parser reads them.
     """
-    data = _known_options(conf)
+    known, deprecated = _known_options(conf)
     lines = []
     for path in files_read(conf):
         sections = {}
@@ -211,21 +231,21 @@ def unknown_options(conf):
         except (OSError, cfg.ParseError):
             continue          # reported by parse()
         for section, options in sections.items():
-            if section not in data['options']:
+            if section not in known:
                 lines.append('%s: section [%s] is not a pxefilterd section; '
                              'its %d option(s) are ignored'
                              % (path, section, len(options)))
                 continue
-            known = [o['name'] for o in data['options'][section]['opts']]
             for option in options:
-                if validator._validate_opt(section, option, data):
+                if option in known[section]:
                     continue
-                if validator._validate_deprecated_opt(section, option, data):
+                if option in deprecated.get(section, ()):
                     lines.append('%s: [%s] %s is deprecated; see the '
                                  'sample configuration for its new name'
                                  % (path, section, option))
                     continue
-                close = difflib.get_close_matches(option, known, n=1)
+                close = difflib.get_close_matches(
+                    option, sorted(known[section]), n=1)
                 lines.append('%s: [%s] %s is not a pxefilterd option and is '
                              'ignored%s' % (path, section, option,
                                             ' (did you mean %s?)' % close[0]
