@@ -1,7 +1,8 @@
 #!/bin/bash
 # The test command: install what is needed, then run every suite through tox
-# (lint, unit, functional, the docs and release notes builds, integration
-# with real ironic + dnsmasq + DHCP clients) and a smoke run of the benchmark (numbers printed, nothing
+# (lint, unit on the pins and on the lowest allowed versions, functional,
+# the docs and release notes builds, integration with real ironic +
+# dnsmasq + DHCP clients) and a smoke run of the benchmark (numbers printed, nothing
 # asserted on time; "tox -e bench" runs the whole quick mode).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,24 @@ images_log=$(mktemp)
 (bash tools/guest-root.sh root && bash tools/guest-root.sh wheels \
     && .venv/bin/python -m pxefilterd_harness.ramdisk) >"$images_log" 2>&1 &
 images=$!
-trap 'kill "$images" 2>/dev/null || true; rm -f "$images_log"' EXIT
+# The unit tests on the lowest versions requirements.txt allows (py3-min):
+# without the pins, so without UV_CONSTRAINT; installed here (building
+# pxefilterd in the tree, which no other tox run may do at the same time),
+# then run beside the other suites (the unit tests mostly wait).
+env -u UV_CONSTRAINT .venv/bin/tox -e py3-min --notest "$@"
+min_log=$(mktemp)
+env -u UV_CONSTRAINT .venv/bin/tox -e py3-min --skip-pkg-install "$@" \
+    >"$min_log" 2>&1 &
+py3min=$!
+trap 'kill "$images" "$py3min" 2>/dev/null || true; rm -f "$images_log" "$min_log"' EXIT
 # The documentation (html and man pages) and the release notes build beside
 # them too: warnings are errors in both.
 .venv/bin/tox -e pep8,py3,functional,docs,releasenotes "$@"
+if ! wait "$py3min"; then
+    cat "$min_log" >&2
+    echo "test.sh: tox -e py3-min failed (log above)" >&2
+    exit 1
+fi
 if ! wait "$images"; then
     cat "$images_log" >&2
     echo "test.sh: building the test images failed (log above)" >&2
