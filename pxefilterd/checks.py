@@ -420,8 +420,7 @@ def _check_child(dn, info, env, warnings):
         argv = child.argv_from_line(dn.dnsmasq_child_command)
     except ValueError:
         return      # reported by check()
-    info.append('%s runs as: %s (a child of pxefilterd, watched directly; '
-                'killed by the kernel if pxefilterd dies)'
+    info.append('%s runs as: %s (a child of pxefilterd, watched directly)'
                 % (child.OPTION, shlex.join(argv)))
     if shutil.which(argv[0]) is None:
         env.append('%s: executable not found in PATH' % argv[0])
@@ -431,9 +430,9 @@ def _check_child(dn, info, env, warnings):
                         '(CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_NET_ADMIN) '
                         'from elsewhere' % child.OPTION)
     if not dn.guard:
-        return
-    info.append('[dnsmasq_pxe_filter] guard is not used with %s: the kernel '
-                'stops the child (PR_SET_PDEATHSIG)' % child.OPTION)
+        warnings.append('[dnsmasq_pxe_filter] guard = False: a child '
+                        'dnsmasq outlives a pxefilterd that is killed '
+                        '(unless it is the first process of a container)')
 
 
 def _check_dnsmasq_words(line):

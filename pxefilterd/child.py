@@ -10,13 +10,17 @@ kernel has them, so a signal never reaches another process that reused the
 pid.
 
 dnsmasq never outlives pxefilterd: the exit path stops it, and for the
-deaths that skip the exit path (SIGKILL, OOM) the kernel kills it
-(``PR_SET_PDEATHSIG``, set in the child between fork and exec).  That
+deaths that skip the exit path (SIGKILL, OOM) the guard process does
+(:mod:`pxefilterd.guard`: it is told the child's pid at each start, and
+stops that process when the daemon's pipe closes).  The kernel's
+parent-death signal (``PR_SET_PDEATHSIG``, set in the child between fork
+and exec) is set too, but only holds while dnsmasq keeps its credentials:
+dnsmasq drops root to its user after start-up, which clears it (it still
+covers a dnsmasq run with ``--user=root`` and one that fails before).  That
 signal follows the *thread* that forked the child, so :meth:`Child.spawn`
-must be called by the thread that lives as long as the process (the loop
-thread, which is the main thread of the daemon).  The child also checks,
-once the signal is set, that pxefilterd did not die before: otherwise
-nothing would ever send it.
+is called by the loop thread, the daemon's main thread.  In a container,
+pxefilterd under an init as the first process: the container ends with
+pxefilterd, and the kernel kills every process of its pid namespace.
 
 The supervisor (:mod:`pxefilterd.supervisor`) sees such a dnsmasq as a
 managed, observed one: :class:`ChildHandle` gives it the same inputs as
@@ -132,6 +136,10 @@ class Child:
         self.timeout = timeout
         self._proc = None
         self._pidfd = None
+        self._announced = None
+        #: callables(pid or None), told of each new child and of its end
+        #: (once reaped, its pid may be reused)
+        self.observers = []
 
     @property
     def pid(self):
@@ -143,7 +151,7 @@ class Child:
 
         :raises commands.CommandError: it could not be started.
         """
-        if self._proc is not None and self._proc.poll() is None:
+        if self._proc is not None and self._poll(self._proc) is None:
             self.stop()
         self._close_pidfd()
         try:
@@ -163,6 +171,20 @@ class Child:
             self._pidfd = None      # an old kernel: plain kill(2)
         LOG.info('dnsmasq started as a child of pxefilterd: pid %d, %s',
                  self._proc.pid, shlex.join(self.argv))
+        self._announced = self._proc.pid
+        self._tell(self._proc.pid)
+
+    def _tell(self, pid):
+        for observer in self.observers:
+            observer(pid)
+
+    def _poll(self, proc):
+        """``proc.poll()``, telling the observers once it has ended."""
+        code = proc.poll()
+        if code is not None and self._announced == proc.pid:
+            self._announced = None
+            self._tell(None)
+        return code
 
     def observe(self):
         """Return a :class:`pxefilterd.dnsmasq.Observation` (and reap it if
@@ -171,7 +193,7 @@ class Child:
         if proc is None:
             return dnsmasq.Observation(dnsmasq.GONE,
                                        detail='not started yet')
-        code = proc.poll()
+        code = self._poll(proc)
         if code is None:
             return dnsmasq.Observation(dnsmasq.RUNNING, proc.pid,
                                        'pid %d, a child of pxefilterd'
@@ -180,7 +202,7 @@ class Child:
                                    % (proc.pid, _describe_exit(code)))
 
     def running(self):
-        return self._proc is not None and self._proc.poll() is None
+        return self._proc is not None and self._poll(self._proc) is None
 
     def send(self, signum):
         """Send ``signum`` to the running dnsmasq.
@@ -188,7 +210,7 @@ class Child:
         :raises commands.CommandError: it does not run.
         """
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or self._poll(proc) is not None:
             raise commands.CommandError('dnsmasq does not run: no %s sent'
                                         % signal.Signals(signum).name)
         try:
@@ -210,7 +232,7 @@ class Child:
             process in uninterruptible sleep).
         """
         proc = self._proc
-        if proc is None or proc.poll() is not None:
+        if proc is None or self._poll(proc) is not None:
             return
         timeout = self.timeout if timeout is None else timeout
         for signum, wait in ((signal.SIGTERM, timeout),
@@ -228,6 +250,7 @@ class Child:
                 continue
             LOG.info('dnsmasq (pid %d) stopped: %s', proc.pid,
                      _describe_exit(proc.returncode))
+            self._poll(proc)
             return
         raise commands.CommandError('dnsmasq (pid %d) survives SIGKILL'
                                     % proc.pid)
@@ -265,6 +288,10 @@ class _Act:
 
     def describe(self):
         return 'the %s of the child dnsmasq (%s)' % (self.name, OPTION)
+
+    def spec(self):
+        """For the guard (:class:`pxefilterd.guard.ChildStop`)."""
+        return {'child': True, 'timeout': self.timeout}
 
 
 class ChildCommands:

@@ -116,6 +116,8 @@ class Service:
             watcher_factory, control_factory)
         self.runner = dnsmasq_mod.CommandRunner(wake=self.wake)
         self.supervisor, self.dnsmasq = self._dnsmasq_rooms()
+        if child is not None:
+            child.observers.append(self.helpers.tell_child)
         self.writer = writer_mod.Writer(
             store, cmds.reload, lambda: self.settings, clock,
             runner=self.runner, serving=lambda: self.supervisor.serving)

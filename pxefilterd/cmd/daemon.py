@@ -86,7 +86,7 @@ def build_service(conf):
 
     child = None
     if dn.dnsmasq_child_command:
-        # The kernel kills it if pxefilterd dies: no guard, no pid file.
+        # Watched directly: no pid file.
         child = child_mod.Child(child_mod.argv_from_line(
             dn.dnsmasq_child_command), timeout=dn.command_timeout)
         cmds = child_mod.ChildCommands(child)
@@ -114,7 +114,7 @@ def build_service(conf):
         store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None,
                                 dn.dhcp_hostsfile or None),
         cmds=cmds,
-        guard_factory=guard.Guard if dn.guard and child is None else None,
+        guard_factory=guard.Guard if dn.guard else None,
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
         notifier=notify.Notifier(),
         reload_settings=reload_settings,

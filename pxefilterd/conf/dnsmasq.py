@@ -51,10 +51,10 @@ opts = [
                     'it is there).  It is started after the first '
                     'successful synchronisation, watched directly (no pid '
                     'file), started again if it dies, reloaded with SIGHUP, '
-                    'stopped with SIGTERM when pxefilterd exits, and killed '
-                    'by the kernel if pxefilterd dies (SIGKILL, OOM).  No '
-                    'root_helper and no guard process are used: pxefilterd '
-                    'must be allowed to run dnsmasq (root in a container).  '
+                    'stopped with SIGTERM when pxefilterd exits, and by the '
+                    'guard process if pxefilterd dies (SIGKILL, OOM).  No '
+                    'root_helper is used: pxefilterd must be allowed to run '
+                    'dnsmasq (root in a container).  '
                     'Cannot be combined with the start, stop and reload '
                     'commands or dnsmasq_pid_file.  No shell: a plain argv.'),
     cfg.StrOpt('dnsmasq_pid_file', default='',

@@ -263,3 +263,82 @@ def test_a_child_that_never_stays_up_is_fatal(child_harness, monkeypatch):
     h.thread.join(20)
     assert h.code == service.EXIT_FAILURE
     assert h.svc.supervisor.failures == 2
+
+
+# -- the guard stops a child dnsmasq ----------------------------------------
+
+def _named_dnsmasq(tmp_path):
+    """A long-lived process named dnsmasq (not our child's child)."""
+    pidfile = str(tmp_path / 'dm.pid')
+    fake_dnsmasq.start(pidfile)
+    with open(pidfile) as f:
+        return pidfile, int(f.read())
+
+
+def test_the_guard_stops_the_child_it_was_told_of(tmp_path):
+    from pxefilterd import guard
+    pidfile, pid = _named_dnsmasq(tmp_path)
+    other = subprocess.Popen([shutil.which('sleep'), '60'])
+    try:
+        stop = child.ChildCommands(child.Child(['dnsmasq'], timeout=2)).stop
+        g = guard.Guard(stop, None)
+        g.arm()
+        g.child_pid(other.pid)      # told, then the child changed...
+        g.child_pid(pid)
+        g.close(wait=10)            # ...and the daemon died
+        assert g.proc.returncode == guard.EXIT_ORPHANED
+        wait_for(lambda: not _alive(pid), 5, 'the child to be stopped')
+        assert other.poll() is None     # only the one it was told of
+    finally:
+        fake_dnsmasq.stop(pidfile)
+        other.kill()
+        other.wait()
+
+
+def test_the_guard_never_kills_what_is_not_dnsmasq(tmp_path):
+    from pxefilterd import guard
+    other = subprocess.Popen([shutil.which('sleep'), '60'])
+    try:
+        stop = child.ChildCommands(child.Child(['dnsmasq'], timeout=2)).stop
+        g = guard.Guard(stop, None)
+        g.arm()
+        g.child_pid(other.pid)      # (a reused pid)
+        g.close(wait=10)
+        assert g.proc.returncode == guard.EXIT_ORPHANED
+        assert other.poll() is None
+        g = guard.Guard(stop, None)
+        g.arm()
+        g.child_pid(None)           # the child ended: nothing to stop
+        g.close(wait=10)
+        assert g.proc.returncode == guard.EXIT_ORPHANED
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_the_service_tells_the_guard_each_child(child_harness):
+    told = []
+
+    class Guard:
+        def __init__(self, stop, lock_fd):
+            self.proc = types.SimpleNamespace(returncode=None)
+
+        def alive(self):
+            return True
+
+        def arm(self):
+            told.append('arm')
+
+        def child_pid(self, pid):
+            told.append(pid)
+
+        def disarm(self):
+            told.append('disarm')
+
+    h = child_harness()
+    h.svc.helpers.guard_factory = Guard
+    h.start()
+    wait_for(lambda: h.svc.supervisor.state is supervisor.State.RUNNING, 10)
+    pid = h.child.pid
+    assert h.stop() == service.EXIT_OK
+    assert told == ['arm', pid, None, 'disarm']
