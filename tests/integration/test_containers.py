@@ -147,8 +147,12 @@ class Site:
         return name
 
     def logs(self) -> str:
-        return '\n'.join('--- %s\n%s' % (name, podman(
-            'logs', name, check=False).stdout[-3000:]) for name in self.names)
+        out = []
+        for name in self.names:
+            res = podman('logs', name, check=False)
+            out.append('--- %s\n%s%s' % (name, res.stdout[-2000:],
+                                         res.stderr[-3000:]))
+        return '\n'.join(out)
 
     def close(self) -> None:
         for name in reversed(self.names):
@@ -229,7 +233,7 @@ def test_sidecar(images, site, probe):
     site.hostsdir_in_conf()
     lib = site.root / 'lib'       # the hostsdir volume
     run = site.root / 'run'       # dnsmasq's pid file
-    for d in (lib, run):
+    for d in (lib, lib / 'dhcp-hostsdir', run):
         d.mkdir(mode=0o755)
     pxf = site.run('pxf-side', images['sidecar'],
                    '-v', '%s:/var/lib/pxefilterd' % lib,
@@ -268,7 +272,8 @@ def test_sidecar(images, site, probe):
         podman('rm', '-f', name)
         site.names.remove(name)
     shutil.rmtree(lib)
-    lib.mkdir(mode=0o755)
+    for d in (lib, lib / 'dhcp-hostsdir'):
+        d.mkdir(mode=0o755)
     pxf = site.run('pxf-side2', images['sidecar'],
                    '-v', '%s:/var/lib/pxefilterd' % lib,
                    '-v', '%s:/run/pxefilterd-dnsmasq:ro' % run)
