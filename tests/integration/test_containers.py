@@ -174,6 +174,11 @@ def site(fleet, dhcp_network):
         shutil.rmtree(root, ignore_errors=True)
 
 
+def logs_of(name: str) -> str:
+    res = podman('logs', name)
+    return res.stdout + res.stderr
+
+
 def healthy(name: str) -> tuple[int, str]:
     res = podman('healthcheck', 'run', name, check=False, timeout=30)
     return res.returncode, res.stdout + res.stderr
@@ -225,7 +230,7 @@ def test_all_in_one(images, site, probe):
     took = dhcp_stops_within(site.network, 'stop', '-t', '10', name)
     print('all-in-one: DHCP stopped %.2f s after podman stop' % took)
     assert took <= STOP_BOUND
-    logs = podman('logs', name).stdout + podman('logs', name).stderr
+    logs = logs_of(name)
     assert 'pxefilterd exiting with status 0: received SIGTERM' in logs, logs
 
 
@@ -239,7 +244,7 @@ def test_sidecar(images, site, probe):
                    '-v', '%s:/var/lib/pxefilterd' % lib,
                    '-v', '%s:/run/pxefilterd-dnsmasq:ro' % run)
     deadline = time.monotonic() + 60
-    while 'fail-closed state' not in podman('logs', pxf).stderr:
+    while 'fail-closed state' not in logs_of(pxf):
         assert time.monotonic() < deadline, site.logs()
         time.sleep(0.2)
     dns = site.run('pxf-side-dnsmasq', images['dnsmasq'],
@@ -262,7 +267,7 @@ def test_sidecar(images, site, probe):
     print('sidecar: DHCP stopped %.2f s after podman stop of pxefilterd'
           % took)
     assert took <= STOP_BOUND
-    logs = podman('logs', pxf).stderr
+    logs = logs_of(pxf)
     assert 'stop command' in logs and 'succeeded' in logs, logs
     # the dnsmasq container ended with it (its pid namespace)
     state = podman('inspect', '--format', '{{.State.Running}}', dns).stdout
@@ -278,7 +283,7 @@ def test_sidecar(images, site, probe):
                    '-v', '%s:/var/lib/pxefilterd' % lib,
                    '-v', '%s:/run/pxefilterd-dnsmasq:ro' % run)
     deadline = time.monotonic() + 60
-    while 'fail-closed state' not in podman('logs', pxf).stderr:
+    while 'fail-closed state' not in logs_of(pxf):
         assert time.monotonic() < deadline, site.logs()
         time.sleep(0.2)
     site.run('pxf-side2-dnsmasq', images['dnsmasq'],
