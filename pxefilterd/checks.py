@@ -21,6 +21,7 @@ from oslo_config import generator
 from oslo_config import validator
 from oslo_log import _options as log_opts
 
+from pxefilterd import child
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts as all_opts
@@ -114,10 +115,12 @@ def check(conf):
         except ValueError as exc:
             problems.append('%s = %s: cannot be parsed: %s'
                             % (_opt_name(group, name), value, exc))
+    problems.extend(child.problems(dn))
     if pf.driver != 'dnsmasq':
         return problems
     if (dn.purge_dhcp_hostsdir and not dn.dnsmasq_start_command
-            and not dn.dnsmasq_reload_command):
+            and not dn.dnsmasq_reload_command
+            and not dn.dnsmasq_child_command):
         problems.append(
             '[dnsmasq_pxe_filter] purge_dhcp_hostsdir = True with an empty '
             'dnsmasq_start_command: a dnsmasq started elsewhere would keep '
@@ -156,6 +159,7 @@ def check(conf):
         helper_argv = []
     if (conf.rootwrap_config in helper_argv
             and (dn.dnsmasq_start_command or dn.dnsmasq_stop_command)
+            and not dn.dnsmasq_child_command
             and not os.path.exists(conf.rootwrap_config)):
         problems.append('[DEFAULT] rootwrap_config = %s: file not found (the '
                         'root_helper needs it)' % conf.rootwrap_config)
@@ -390,7 +394,9 @@ def environment_problems(conf, info=None):
             env.extend(rw_problems)
             warnings.extend(rw_warnings)
         env.extend(_check_sudo(root_helper, cmds, static, path))
-    if conf.pxe_filter.driver == 'dnsmasq':
+    if conf.pxe_filter.driver == 'dnsmasq' and dn.dnsmasq_child_command:
+        _check_child(dn, info, env, warnings)
+    elif conf.pxe_filter.driver == 'dnsmasq':
         config.extend(_check_dnsmasq_words(dn.dnsmasq_start_command))
         source = dnsmasq.pid_source(dn)
         if source.observed:
@@ -405,6 +411,28 @@ def environment_problems(conf, info=None):
             kind, line = problem
             (config if kind == 'config' else env).append(line)
     return config, env, warnings
+
+
+def _check_child(dn, info, env, warnings):
+    """Lines about the child dnsmasq (``dnsmasq_child_command``): how it
+    runs, whether its program exists, whether it may bind port 67."""
+    try:
+        argv = child.argv_from_line(dn.dnsmasq_child_command)
+    except ValueError:
+        return      # reported by check()
+    info.append('%s runs as: %s (a child of pxefilterd, watched directly)'
+                % (child.OPTION, shlex.join(argv)))
+    if shutil.which(argv[0]) is None:
+        env.append('%s: executable not found in PATH' % argv[0])
+    if os.geteuid() != 0:
+        warnings.append('%s: pxefilterd does not run as root, so dnsmasq, '
+                        'its child, needs the capabilities to serve DHCP '
+                        '(CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_NET_ADMIN) '
+                        'from elsewhere' % child.OPTION)
+    if not dn.guard:
+        warnings.append('[dnsmasq_pxe_filter] guard = False: a child '
+                        'dnsmasq outlives a pxefilterd that is killed '
+                        '(unless it is the first process of a container)')
 
 
 def _check_dnsmasq_words(line):

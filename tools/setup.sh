@@ -25,9 +25,11 @@ fi
 # in which tests/integration/test_systemd.py runs the README's install.
 # debootstrap, cpio, zstd: the inspection ramdisk (tools/ramdisk/build.sh)
 # the VMs of tests/integration/test_inspection.py boot.
+# podman, runc: the container images of tests/integration/test_containers.py
+# (Debian 12's podman fails here with its default runtime, crun).
 PACKAGES="dnsmasq-base iproute2 isc-dhcp-client shellcheck systemd procps
 python3-venv qemu-system-x86 seabios ipxe-qemu ovmf ipxe systemd-container
-debootstrap cpio zstd"
+debootstrap cpio zstd podman runc"
 missing=""
 for pkg in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' \

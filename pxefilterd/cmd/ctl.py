@@ -6,16 +6,20 @@ Subcommands::
     pxefilterd-ctl [--config-file F] explain MAC [--format text|json]
     pxefilterd-ctl [--config-file F] sync --once [--dry-run]
     pxefilterd-ctl [--config-file F] check-config
+    pxefilterd-ctl [--config-file F] health [--live] [--stale-after S]
 
-``status``, ``explain`` and ``sync --dry-run`` only read: no lock, no
-write, so they can run beside the daemon.  ``status`` and ``explain`` ask
-the running daemon on its control socket when one answers.  ``sync --once``
+``status``, ``explain``, ``health`` and ``sync --dry-run`` only read: no
+lock, no write, so they can run beside the daemon.  ``status``,
+``explain`` and ``health`` ask the running daemon on its control socket
+when one answers.  ``sync --once``
 writes, so it takes the hostsdir lock and refuses to run while a daemon
 holds it.
 
 Exit status: 0 success; 1 a runtime or environment problem (ironic
 unreachable, hostsdir unusable, lock held); 2 usage error (argparse);
-78 (EX_CONFIG) a configuration problem.
+78 (EX_CONFIG) a configuration problem.  ``health`` exits 0 when the
+daemon serves and 1 when it does not (see :func:`health_problems`), the
+convention of container health checks.
 """
 
 import errno
@@ -87,6 +91,23 @@ def _add_parsers(subparsers):
     sync.add_argument('--dry-run', action='store_true',
                       help='Print the changes (MAC, old -> new) and write '
                            'nothing; needs no lock.')
+    health = subparsers.add_parser(
+        'health', help='Exit 0 if the daemon serves the right list now, 1 '
+        'if not (no answer on its control socket, first sync not done, '
+        'failed closed, ironic not heard from for --stale-after seconds, '
+        'dnsmasq not running or not observed): a container health check '
+        'or a readiness probe.')
+    health.add_argument('--live', action='store_true',
+                        help='Only check that the daemon answers (a '
+                             'liveness probe: not failing while ironic is '
+                             'down or during the first sync).')
+    health.add_argument('--stale-after', type=float, default=60.0,
+                        metavar='SECONDS',
+                        help='Unhealthy when no poll of ironic has '
+                             'completed for this long (default: 60).')
+    health.add_argument('--format', choices=('text', 'json'),
+                        default='text', help='Output format (default: '
+                        'text).')
     subparsers.add_parser(
         'check-config',
         help='Validate the configuration and the environment (hostsdir, '
@@ -264,6 +285,10 @@ def _ask_daemon(conf, request):
 def _dnsmasq_status(conf):
     """What can be seen of dnsmasq, from its pid file (the configured one,
     or the one its commands name)."""
+    if conf.dnsmasq_pxe_filter.dnsmasq_child_command:
+        return {'state': 'child', 'pid': None,
+                'detail': 'a child of the daemon (dnsmasq_child_command): '
+                'only the daemon sees it'}
     source = dnsmasq.pid_source(conf.dnsmasq_pxe_filter)
     if not source.observed:
         return {'state': 'not observed', 'pid': None,
@@ -325,6 +350,79 @@ def cmd_status(conf, out):
     else:
         _print_status(st, out)
     return EXIT_OK
+
+
+# -- health -------------------------------------------------------------------
+
+#: The dnsmasq states in which it serves and is seen to run.
+_HEALTHY_DNSMASQ = ('running',)
+#: Seconds the daemon has to answer a health check.
+HEALTH_TIMEOUT = 3.0
+
+
+def health_problems(answer, why_not, live=False, stale_after=60.0):
+    """Return the lines saying why the daemon is not healthy (empty:
+    healthy), from its status ``answer`` (or None, and ``why_not``).
+
+    Unhealthy: no answer (not running, hung, no control socket); unless
+    ``live``, also: the first sync is not done (``ready`` false), it failed
+    closed, its last complete poll of ironic is older than ``stale_after``
+    seconds, or dnsmasq is not seen running (stopped, starting, gone, not
+    observed, unknown).
+    """
+    if answer is None:
+        return ['the daemon does not answer: %s' % why_not]
+    if live:
+        return []
+    problems = []
+    if not answer.get('ready'):
+        problems.append('not ready: the first sync with ironic is not done '
+                        '(dnsmasq is not started before it)')
+    if answer.get('failed_closed'):
+        problems.append('failed closed: ironic has not answered for '
+                        'max_stale_seconds (%s s); every MAC is denied'
+                        % answer.get('max_stale_seconds'))
+    age = answer.get('contact_age')
+    if answer.get('ready') and (age is None or age > stale_after):
+        problems.append('stale: no complete poll of ironic for %s'
+                        % ('ever' if age is None else '%.0f s (more than '
+                           '--stale-after %.0f s)' % (age, stale_after)))
+    dm = answer.get('dnsmasq') or {}
+    if dm.get('state') not in _HEALTHY_DNSMASQ:
+        problems.append('dnsmasq is %s (%s)' % (dm.get('state'),
+                                               dm.get('detail') or '-'))
+    return problems
+
+
+def cmd_health(conf, out):
+    """Print ``healthy`` or why not; return 0 or 1."""
+    args = conf.command
+    path = conf.control_socket
+    answer, why_not = None, '[DEFAULT] control_socket is empty'
+    if path:
+        try:
+            answer = control.ask(path, {'command': 'status'},
+                                 timeout=HEALTH_TIMEOUT)
+        except control.ControlError as exc:
+            why_not = str(exc)
+        else:
+            if not answer.get('ok'):
+                answer, why_not = None, 'the daemon answered: %s' % (
+                    answer.get('error'))
+    problems = health_problems(answer, why_not, live=args.live,
+                               stale_after=args.stale_after)
+    if args.format == 'json':
+        json.dump({'healthy': not problems, 'problems': problems,
+                   'daemon': answer}, out, indent=2, sort_keys=True)
+        out.write('\n')
+    elif problems:
+        for line in problems:
+            out.write('unhealthy: %s\n' % line)
+    else:
+        out.write('healthy: %s\n' % ('the daemon answers' if args.live else
+                                      'serving, dnsmasq %s' % (
+                                          answer['dnsmasq']['detail'])))
+    return EXIT_FAILURE if problems else EXIT_OK
 
 
 # -- explain ------------------------------------------------------------------
@@ -638,7 +736,7 @@ def cmd_check_config(conf, out):
 
 
 _COMMANDS = {'status': cmd_status, 'explain': cmd_explain, 'sync': cmd_sync,
-             'check-config': cmd_check_config}
+             'check-config': cmd_check_config, 'health': cmd_health}
 
 
 def _command_name(conf):

@@ -82,6 +82,10 @@ def test_every_typed_option_rejects_garbage(tmp_path, group, opt, value):
     ('[ironic]\nendpoint_override =\n', '[ironic] endpoint_override is '
      'required'),
     ('[pxe_filter]\ndriver = magic\n', '[pxe_filter] driver'),
+    ('[dnsmasq_pxe_filter]\ndnsmasq_child_command = dnsmasq -k\n',
+     'dnsmasq_child_command cannot be combined with dnsmasq_start_command'),
+    ('[dnsmasq_pxe_filter]\ndnsmasq_start_command =\n'
+     'dnsmasq_child_command = sleep 10\n', 'names no dnsmasq program'),
     ('[ironic]\ntimeout =\n', '[ironic] timeout'),
 ])
 def test_semantic_problems(tmp_path, text, needle):
@@ -93,6 +97,15 @@ def test_semantic_problems(tmp_path, text, needle):
             base.setdefault(group, {})[name] = value.strip()
     problems = load(tmp_path, render(base))
     assert any(needle in p for p in problems), problems
+
+
+def test_a_child_dnsmasq_needs_no_commands(tmp_path):
+    base = good_base(tmp_path)
+    base['dnsmasq_pxe_filter'] = {
+        'dhcp_hostsdir': base['dnsmasq_pxe_filter']['dhcp_hostsdir'],
+        'dnsmasq_child_command': '/usr/sbin/dnsmasq --conf-file=/x'}
+    # (purge_dhcp_hostsdir needs no reload command: the child is started)
+    assert load(tmp_path, render(base)) == []
 
 
 def test_missing_hostsdir(tmp_path):

@@ -389,6 +389,28 @@ def test_reload_after_purge_when_dnsmasq_is_external(harness):
     assert h.names() == ['reload', 'stop']
 
 
+def test_no_reload_after_purge_of_an_external_dnsmasq_not_running(
+        harness, tmp_path):
+    """A sidecar dnsmasq not started yet holds no record: the reload
+    (which would fail, and stop pxefilterd) is not run; it is run once
+    dnsmasq runs."""
+    h = harness(reload=True)
+    pid_file = tmp_path / 'dnsmasq.pid'
+    h.cmds.start = commands.Command('start', [])
+    h.svc.pid_file = str(pid_file)
+    h.start()
+    wait_for(lambda: h.svc.ready, what='ready')
+    assert h.names() == []
+    assert h.svc.supervisor.status == 'gone'
+    fake_dnsmasq.start(str(pid_file))
+    try:
+        wait_for(lambda: h.svc.supervisor.status == 'running',
+                 what='dnsmasq seen')
+        assert h.stop() == service.EXIT_OK
+    finally:
+        fake_dnsmasq.stop(str(pid_file))
+
+
 def test_sighup_applies_new_options_without_restart(harness):
     h = harness(settings=service.Settings(sync_period=3600,
                                           poll_interval=0.05, lock_wait=0))
