@@ -28,6 +28,7 @@ from pxefilterd.conf import opts as all_opts
 from pxefilterd import dnsmasq
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+from pxefilterd import migrate
 from pxefilterd import pidsource
 from pxefilterd import sudoers
 
@@ -215,6 +216,13 @@ def unknown_options(conf):
         except (OSError, cfg.ParseError):
             continue          # reported by parse()
         for section, options in sections.items():
+            if section == 'auto_discovery':
+                # ironic's section: its options are ironic names (below).
+                lines.extend(
+                    '%s: [%s] %s is not an option of ironic\'s '
+                    '[auto_discovery] and is ignored' % (path, section, o)
+                    for o in options if (section, o) not in _IRONIC_NAMES)
+                continue
             if section not in data['options']:
                 lines.append('%s: section [%s] is not a pxefilterd section; '
                              'its %d option(s) are ignored'
@@ -222,7 +230,8 @@ def unknown_options(conf):
                 continue
             known = [o['name'] for o in data['options'][section]['opts']]
             for option in options:
-                if validator._validate_opt(section, option, data):
+                if (validator._validate_opt(section, option, data)
+                        or (section, option) in _IRONIC_NAMES):
                     continue
                 if validator._validate_deprecated_opt(section, option, data):
                     lines.append('%s: [%s] %s is deprecated; see the '
@@ -234,6 +243,40 @@ def unknown_options(conf):
                              'ignored%s' % (path, section, option,
                                             ' (did you mean %s?)' % close[0]
                                             if close else ''))
+    return lines
+
+
+_IRONIC_NAMES = set(migrate.ALIASES) | set(migrate.IRONIC_ONLY)
+
+
+def ironic_names(conf):
+    """Return one line per option in the files read that is one of
+    ironic-pxe-filter's names for a pxefilterd option (read as that option)
+    or an option of ironic's own in a section shared with the filter
+    (``[auto_discovery] driver``: not used).
+
+    Such options come from an ironic.conf's filter sections, copied as
+    they are; :func:`unknown_options` does not list them.
+    """
+    lines = []
+    for path in files_read(conf):
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue          # reported by parse()
+        for section, options in sections.items():
+            for option in options:
+                key = (section, option)
+                if key in migrate.ALIASES:
+                    lines.append('%s: [%s] %s is ironic\'s name for [%s] %s '
+                                 'and is read as it'
+                                 % ((path,) + key + migrate.ALIASES[key]))
+                elif key in migrate.IRONIC_ONLY:
+                    lines.append('%s: [%s] %s is ironic\'s (%s), not the PXE '
+                                 'filter\'s, and is not used'
+                                 % ((path,) + key
+                                    + (migrate.IRONIC_ONLY[key],)))
     return lines
 
 

@@ -719,6 +719,7 @@ def cmd_check_config(conf, out):
                         '--config-file, and no %s): every option has its '
                         'default' % pxf_conf.DEFAULT_CONFIG_FILE)
     warnings[:0] = checks.unknown_options(conf)
+    info.extend(checks.ironic_names(conf))
     for line in info:
         out.write('info: %s\n' % line)
     for line in problems + config:

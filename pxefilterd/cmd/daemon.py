@@ -241,6 +241,8 @@ def main(argv=None):
                     '--config-file): every option has its default')
     for line in checks.unknown_options(CONF):
         LOG.warning('Configuration: %s', line)
+    for line in checks.ironic_names(CONF):
+        LOG.info('Configuration: %s', line)
     if not tune_malloc():
         LOG.debug('mallopt(M_MMAP_THRESHOLD) unavailable; memory use at '
                   '100k ports will be higher')

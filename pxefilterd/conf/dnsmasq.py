@@ -4,9 +4,12 @@ GROUP = 'dnsmasq_pxe_filter'
 
 opts = [
     cfg.StrOpt('dhcp_hostsdir', default='/var/lib/pxefilterd/dhcp-hostsdir',
+               deprecated_opts=[cfg.DeprecatedOpt('dhcp_hostsdir',
+                                                  group='pxe_filter')],
                help='The dnsmasq --dhcp-hostsdir that pxefilterd owns.  It '
                     'must exist, be writable by pxefilterd and readable by '
-                    'the user dnsmasq runs as.'),
+                    'the user dnsmasq runs as.  ironic-pxe-filter\'s '
+                    '[pxe_filter] dhcp_hostsdir is read as this option.'),
     cfg.StrOpt('staging_dir', default='',
                help='Where files are written before being renamed into the '
                     'hostsdir; must be on the same filesystem.  Empty means '

@@ -9,6 +9,7 @@ from pxefilterd import checks
 from pxefilterd.cmd import daemon
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts
+from pxefilterd import policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OWN_IRONIC = {o.dest for o in pxf_conf.ironic.opts} | {'timeout'}
@@ -299,3 +300,87 @@ def test_a_stuck_ironic_fails_closed_by_default():
     assert 0 < conf.pxe_filter.max_stale_seconds < 1800
     assert daemon.settings_from_conf(conf).max_stale_seconds == \
         conf.pxe_filter.max_stale_seconds
+
+
+# -- an ironic.conf's filter sections, copied as they are ------------------
+
+IRONIC_SECTIONS = (
+    '[pxe_filter]\n'
+    'dhcp_hostsdir = {hd}\n'
+    'sync_period = 45\n'
+    'supported_inspect_interfaces = agent,fake\n'
+    '[auto_discovery]\n'
+    'enabled = {enabled}\n'
+    'driver = ipmi\n'
+    'inspection_scope = x\n')
+
+
+def test_ironics_filter_sections_are_read_with_ironics_meaning(tmp_path):
+    hd = tmp_path / 'hd'
+    conf, path = parsed(tmp_path, IRONIC_SECTIONS.format(hd=hd,
+                                                         enabled='true'))
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == str(hd)
+    assert conf.pxe_filter.sync_period == 45
+    assert conf.pxe_filter.supported_inspect_interfaces == ['agent', 'fake']
+    assert conf.pxe_filter.auto_discovery is True
+    options = pxf_conf.policy_options(conf)
+    assert options.auto_discovery is True
+    assert options.supported_interfaces == {'agent', 'fake'}
+    # nothing copied is reported as unknown ...
+    assert checks.unknown_options(conf) == []
+    # ... and each ironic name is said for what it is
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it' % path,
+        "%s: [auto_discovery] enabled is ironic's name for [pxe_filter] "
+        'auto_discovery and is read as it' % path,
+        "%s: [auto_discovery] driver is ironic's (the driver ironic enrolls "
+        "discovered nodes with), not the PXE filter's, and is not used"
+        % path,
+        "%s: [auto_discovery] inspection_scope is ironic's (the inspection "
+        "scope ironic gives the nodes it enrolls), not the PXE filter's, and "
+        'is not used' % path]
+
+
+def test_a_misspelled_option_in_ironics_discovery_section(tmp_path):
+    conf, path = parsed(tmp_path, '[auto_discovery]\nenabeld = true\n')
+    assert conf.pxe_filter.auto_discovery is False
+    assert checks.unknown_options(conf) == [
+        "%s: [auto_discovery] enabeld is not an option of ironic's "
+        '[auto_discovery] and is ignored' % path]
+
+
+def test_pxefilterds_own_name_wins_over_ironics(tmp_path):
+    conf, _ = parsed(tmp_path, '[pxe_filter]\ndhcp_hostsdir = /ironic\n'
+                     'auto_discovery = false\n'
+                     '[dnsmasq_pxe_filter]\ndhcp_hostsdir = /mine\n'
+                     '[auto_discovery]\nenabled = true\n')
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == '/mine'
+    assert conf.pxe_filter.auto_discovery is False
+
+
+def test_ironics_discovery_switch_is_reloaded_by_sighup(tmp_path):
+    """ironic's [auto_discovery] enabled and supported_inspect_interfaces
+    are mutable (ironic-pxe-filter applies them on SIGHUP); so here."""
+    hd = tmp_path / 'hd'
+    conf, path = parsed(tmp_path, IRONIC_SECTIONS.format(hd=hd,
+                                                         enabled='false'))
+    assert daemon.settings_from_conf(conf).options.auto_discovery is False
+    with open(path, 'w') as f:
+        f.write(IRONIC_SECTIONS.format(hd=hd, enabled='true').replace(
+            'agent,fake', 'agent'))
+    conf.mutate_config_files()
+    settings = daemon.settings_from_conf(conf)
+    assert settings.options.auto_discovery is True
+    assert settings.options.supported_interfaces == {'agent'}
+
+
+def test_the_default_interfaces_are_ironics():
+    """ironic 39's [pxe_filter] supported_inspect_interfaces default is
+    ['agent'], and it has no 'inspector' inspect interface any more."""
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf([], project='pxefilterd', default_config_files=[])
+    assert conf.pxe_filter.supported_inspect_interfaces == ['agent']
+    assert pxf_conf.policy_options(conf).supported_interfaces == {'agent'}
+    assert pxf_conf.policy_options(conf) == policy.Options()

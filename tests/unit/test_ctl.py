@@ -557,6 +557,29 @@ def test_check_config_names_the_files_and_unknown_options(tmp_path, hdir,
             % conf) in out
 
 
+def test_check_config_takes_ironics_filter_sections_as_they_are(
+        tmp_path, hdir, fake_source):
+    """[pxe_filter] and [auto_discovery] copied from an ironic.conf: the
+    configuration is OK, and each ironic name is an info line, not a
+    warning."""
+    conf = write_conf(tmp_path, 'unused',
+                      '[pxe_filter]\ndhcp_hostsdir = %s\nsync_period = 45\n'
+                      'supported_inspect_interfaces = agent\n'
+                      '[auto_discovery]\nenabled = false\ndriver = ipmi\n'
+                      % hdir)
+    # only ironic's name for the hostsdir
+    text = open(conf).read().replace('dhcp_hostsdir = unused\n', '')
+    open(conf, 'w').write(text)
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 0, out
+    assert out.endswith('configuration OK\n')
+    assert ("info: %s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+            '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it\n'
+            % conf) in out
+    assert ("info: %s: [auto_discovery] driver is ironic's" % conf) in out
+    assert 'warning: %s' % conf not in out
+
+
 def test_check_config_says_when_no_file_was_read(tmp_path, monkeypatch):
     monkeypatch.setenv('HOME', str(tmp_path))
     monkeypatch.chdir(tmp_path)
