@@ -7,13 +7,15 @@ Subcommands::
     pxefilterd-ctl [--config-file F] sync --once [--dry-run]
     pxefilterd-ctl [--config-file F] check-config
     pxefilterd-ctl [--config-file F] health [--live] [--stale-after S]
+    pxefilterd-ctl migrate-config IRONIC_CONF [--output FILE]
 
 ``status``, ``explain``, ``health`` and ``sync --dry-run`` only read: no
 lock, no write, so they can run beside the daemon.  ``status``,
 ``explain`` and ``health`` ask the running daemon on its control socket
 when one answers.  ``sync --once``
 writes, so it takes the hostsdir lock and refuses to run while a daemon
-holds it.
+holds it.  ``migrate-config`` writes a pxefilterd.conf from the settings
+of ironic-pxe-filter in an ironic.conf and says what it could not carry.
 
 Exit status: 0 success; 1 a runtime or environment problem (ironic
 unreachable, hostsdir unusable, lock held); 2 usage error (argparse);
@@ -44,6 +46,7 @@ from pxefilterd import explain as explain_mod
 from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
+from pxefilterd import migrate
 from pxefilterd import policy
 from pxefilterd import service
 from pxefilterd import writer as writer_mod
@@ -112,6 +115,18 @@ def _add_parsers(subparsers):
         'check-config',
         help='Validate the configuration and the environment (hostsdir, '
              'commands, rootwrap filters, ironic).')
+    migrate_cmd = subparsers.add_parser(
+        'migrate-config',
+        help='Write a pxefilterd.conf from the settings of '
+             'ironic-pxe-filter in an ironic.conf, and say line by line '
+             'what could not be carried and what is left to do.')
+    migrate_cmd.add_argument('ironic_conf', metavar='IRONIC_CONF',
+                         help="ironic-pxe-filter's ironic.conf.")
+    migrate_cmd.add_argument('--output', '-o', default='-',
+                         help='The pxefilterd.conf to create (mode 0640; '
+                              'an existing file is never overwritten); '
+                              'default "-": standard output, the report '
+                              'then goes to standard error.')
 
 
 def new_conf():
@@ -736,8 +751,50 @@ def cmd_check_config(conf, out):
     return EXIT_OK
 
 
+# -- migrate-config -----------------------------------------------------------
+
+def cmd_migrate_config(conf, out):
+    """Write the migration of ``conf.command.ironic_conf``; return 0, 78
+    when the file cannot be migrated (one line on stderr says why), or 1
+    when the output cannot be created.
+
+    The configuration goes to ``--output`` (created 0640, never over an
+    existing file) or to ``out``; the report, one ``carried:``, ``not
+    carried:`` or ``to do:`` line per setting, to ``out`` when the
+    configuration does not, else to stderr.
+    """
+    args = conf.command
+    try:
+        result = migrate.migrate(migrate.read_sections(args.ironic_conf),
+                                 args.ironic_conf)
+    except migrate.MigrationError as exc:
+        sys.stderr.write('pxefilterd-ctl: cannot migrate: %s\n' % exc)
+        return EXIT_CONFIG
+    if args.output == '-':
+        out.write(result.text)
+        report = sys.stderr
+    else:
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            sys.stderr.write('pxefilterd-ctl: cannot create %s: %s%s\n' % (
+                args.output, exc.strerror or exc,
+                ' (never overwritten: choose another name, or remove it)'
+                if exc.errno == errno.EEXIST else ''))
+            return EXIT_FAILURE
+        with os.fdopen(fd, 'w') as f:
+            f.write(result.text)
+        report = out
+        report.write('wrote %s\n' % args.output)
+    for kind, line in result.report:
+        report.write('%s: %s\n' % (kind, line))
+    return EXIT_OK
+
+
 _COMMANDS = {'status': cmd_status, 'explain': cmd_explain, 'sync': cmd_sync,
-             'check-config': cmd_check_config, 'health': cmd_health}
+             'check-config': cmd_check_config, 'health': cmd_health,
+             'migrate-config': cmd_migrate_config}
 
 
 def _command_name(conf):
@@ -774,6 +831,10 @@ def main(argv=None, out=None):
     except ConfigError as exc:
         return _report_config_error(conf, exc, out)
     _setup_logging(conf)
+    if conf.command.name == 'migrate-config':
+        # Reads a file the operator names and writes one they name: as
+        # whoever runs it, never as the daemon's user.
+        return cmd_migrate_config(conf, out)
     try:
         become_daemon_user(conf)
     except UserError as exc:
