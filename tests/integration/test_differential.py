@@ -24,9 +24,10 @@ client, ``deny_unknown_macs``, the shard).
 
 Latency, from the start of the request that changes ironic (or of the
 SIGHUP) until the hostsdir says the new decision (dnsmasq reads a changed
-file by inotify within milliseconds), is printed for each filter and
-written as JSON to ``$PXEFILTERD_DIFFERENTIAL_JSON`` when that is set.  It
-is never asserted.
+file by inotify within milliseconds), is printed for each filter (see it
+with ``pytest -rP``) and written as JSON to
+``$PXEFILTERD_DIFFERENTIAL_JSON`` when that is set.  It is never
+asserted.
 
 ironic-pxe-filter syncs every 45 s by default; here both read
 ``sync_period = 2`` (:data:`SYNC_PERIOD`), which keeps the test short and is
@@ -389,9 +390,9 @@ def report_latencies():
     when set."""
     print('\nlatency from the event to the new decision in the hostsdir '
           '(s; "-": no change for that filter)')
-    print('%-44s %18s %12s' % ('event', IRONIC_SIDE, PXF_SIDE))
+    print('%-50s %18s %12s' % ('event', IRONIC_SIDE, PXF_SIDE))
     for name, lat in LATENCIES.items():
-        print('%-44s %18s %12s' % (name, *(
+        print('%-50s %18s %12s' % (name, *(
             '-' if lat.get(s) is None else '%.2f' % lat[s]
             for s in (IRONIC_SIDE, PXF_SIDE))))
     path = os.environ.get('PXEFILTERD_DIFFERENTIAL_JSON')
@@ -402,13 +403,13 @@ def report_latencies():
             f.write('\n')
 
 
-def test_same_dhcp_answers_as_ironic_pxe_filter(world, capsys):
+def test_same_dhcp_answers_as_ironic_pxe_filter(world):
     try:
         run_the_sequence(world)
     finally:
+        # In the test's output: shown on failure, and with pytest -rP.
         if LATENCIES:
-            with capsys.disabled():
-                report_latencies()
+            report_latencies()
 
 
 def run_the_sequence(w):
@@ -440,8 +441,8 @@ def run_the_sequence(w):
         assert time.monotonic() - t0 < 90, w.ipf.log_tail()
         time.sleep(0.05)
     started[IRONIC_SIDE] = round(wildcard.stat().st_mtime - w.ipf_started, 3)
-    LATENCIES['start: process start to first sync (ironic-pxe-filter: '
-              'serving everyone until then)'] = started
+    # (from each process's start; ironic-pxe-filter serves everyone until)
+    LATENCIES['start, to the first sync'] = started
     # pxefilterd purged the hostsdir at start; ironic-pxe-filter left it.
     assert not (w.hd_p / LEFTOVER_FILE[0]).exists()
     assert (w.hd_i / LEFTOVER_FILE[0]).read_text() == LEFTOVER_FILE[1]
