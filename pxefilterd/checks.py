@@ -251,33 +251,54 @@ _IRONIC_NAMES = set(migrate.ALIASES) | set(migrate.IRONIC_ONLY)
 
 def ironic_names(conf):
     """Return one line per option in the files read that is one of
-    ironic-pxe-filter's names for a pxefilterd option (read as that option)
-    or an option of ironic's own in a section shared with the filter
-    (``[auto_discovery] driver``: not used).
+    ironic-pxe-filter's names for a pxefilterd option (read as that option,
+    or ignored where oslo.config reads the other name) or an option of
+    ironic's own in a section shared with the filter (``[auto_discovery]
+    driver``: not used).
 
     Such options come from an ironic.conf's filter sections, copied as
     they are; :func:`unknown_options` does not list them.
     """
-    lines = []
+    parsed = []
     for path in files_read(conf):
         sections = {}
         try:
             cfg.ConfigParser(path, sections).parse()
         except (OSError, cfg.ParseError):
             continue          # reported by parse()
+        parsed.append((path, sections))
+    lines = []
+    for index, (path, sections) in enumerate(parsed):
         for section, options in sections.items():
             for option in options:
                 key = (section, option)
                 if key in migrate.ALIASES:
+                    winner = _source_of(parsed, key, migrate.ALIASES[key])
                     lines.append('%s: [%s] %s is ironic\'s name for [%s] %s '
-                                 'and is read as it'
-                                 % ((path,) + key + migrate.ALIASES[key]))
+                                 'and is %s' % (
+                                     (path,) + key + migrate.ALIASES[key]
+                                     + ('read as it' if winner == (index, key)
+                                        else 'ignored: [%s] %s in %s is read '
+                                        'instead' % (winner[1] + (
+                                            parsed[winner[0]][0],)),)))
                 elif key in migrate.IRONIC_ONLY:
                     lines.append('%s: [%s] %s is ironic\'s (%s), not the PXE '
                                  'filter\'s, and is not used'
                                  % ((path,) + key
                                     + (migrate.IRONIC_ONLY[key],)))
     return lines
+
+
+def _source_of(parsed, alias, own):
+    """Return ``(file index, (section, option))`` of the value oslo.config
+    reads for an option with one deprecated name: the last file that sets
+    either name, and in a file the option's own name first."""
+    for index in range(len(parsed) - 1, -1, -1):
+        sections = parsed[index][1]
+        for section, option in (own, alias):
+            if option in sections.get(section, {}):
+                return index, (section, option)
+    return None
 
 
 # -- the environment (pxefilterd-ctl check-config) ---------------------

@@ -351,12 +351,37 @@ def test_a_misspelled_option_in_ironics_discovery_section(tmp_path):
 
 
 def test_pxefilterds_own_name_wins_over_ironics(tmp_path):
-    conf, _ = parsed(tmp_path, '[pxe_filter]\ndhcp_hostsdir = /ironic\n'
+    conf, path = parsed(tmp_path, '[pxe_filter]\ndhcp_hostsdir = /ironic\n'
                      'auto_discovery = false\n'
                      '[dnsmasq_pxe_filter]\ndhcp_hostsdir = /mine\n'
                      '[auto_discovery]\nenabled = true\n')
     assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == '/mine'
     assert conf.pxe_filter.auto_discovery is False
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is ignored: '
+        '[dnsmasq_pxe_filter] dhcp_hostsdir in %s is read instead'
+        % (path, path),
+        "%s: [auto_discovery] enabled is ironic's name for [pxe_filter] "
+        'auto_discovery and is ignored: [pxe_filter] auto_discovery in %s '
+        'is read instead' % (path, path)]
+
+
+def test_across_files_the_last_one_wins_whatever_the_name(tmp_path):
+    """oslo.config reads the last file that sets the option under either
+    name: what check-config says must be what the daemon reads."""
+    first = tmp_path / 'a.conf'
+    first.write_text('[dnsmasq_pxe_filter]\ndhcp_hostsdir = /mine\n')
+    second = tmp_path / 'b.conf'
+    second.write_text('[pxe_filter]\ndhcp_hostsdir = /ironic\n')
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf(['--config-file', str(first), '--config-file', str(second)],
+         project='pxefilterd')
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == '/ironic'
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it' % second]
 
 
 def test_ironics_discovery_switch_is_reloaded_by_sighup(tmp_path):
