@@ -285,7 +285,10 @@ def _migrate_api_access(sections, source, w, handled):
                'database credentials): [ironic] holds API credentials '
                'instead')
     handled.update(('database', n) for n in sections.get('database', {}))
-    strategy = sections.get('DEFAULT', {}).get('auth_strategy', 'keystone')
+    strategy = sections.get('DEFAULT', {}).get('auth_strategy')
+    shown = ('[DEFAULT] auth_strategy = %s' % strategy if strategy
+             else "[DEFAULT] auth_strategy (ironic's default: keystone)")
+    strategy = strategy or 'keystone'
     handled.add(('DEFAULT', 'auth_strategy'))
     catalog = sections.get('service_catalog', {})
     w.comment('ironic', [
@@ -303,9 +306,8 @@ def _migrate_api_access(sections, source, w, handled):
         url, origin = _api_endpoint(sections)
         w.set('ironic', 'auth_type',
               'none' if strategy == 'noauth' else 'http_basic')
-        w.note('carried', '[DEFAULT] auth_strategy = %s -> [ironic] '
-               'auth_type = %s' % (strategy, 'none' if strategy == 'noauth'
-                                   else 'http_basic'))
+        w.note('carried', '%s -> [ironic] auth_type = %s' % (
+            shown, 'none' if strategy == 'noauth' else 'http_basic'))
         if url:
             w.set('ironic', 'endpoint_override', url,
                   comment=['from %s' % origin])
@@ -326,8 +328,7 @@ def _migrate_api_access(sections, source, w, handled):
                    'holds only hashes)')
     else:
         w.set('ironic', 'auth_type', 'password')
-        w.note('carried', '[DEFAULT] auth_strategy = keystone -> [ironic] '
-               'auth_type = password')
+        w.note('carried', '%s -> [ironic] auth_type = password' % shown)
         for name in ('auth_url', 'endpoint_override'):
             if name in catalog:
                 w.set('ironic', name, catalog[name])

@@ -80,6 +80,9 @@ def test_each_filter_option_is_carried(tmp_path, ironic_text, group, name,
 
 def test_options_not_set_in_ironic_conf_are_not_written(tmp_path):
     result, report = migrated(tmp_path, FILTER)
+    # ironic's default strategy, said as such
+    assert ("carried: [DEFAULT] auth_strategy (ironic's default: keystone) "
+            '-> [ironic] auth_type = password') in report
     conf = load(tmp_path, result.text)
     assert conf.pxe_filter.auto_discovery is False
     assert conf.pxe_filter.supported_inspect_interfaces == ['agent']
@@ -137,6 +140,8 @@ def test_database_and_service_credentials_are_never_carried(tmp_path):
             ) in report
     assert ("not carried: [service_catalog] password, username: ironic's "
             'own service user; pxefilterd needs a user of its own') in report
+    assert ('carried: [DEFAULT] auth_strategy = keystone -> [ironic] '
+            'auth_type = password') in report
     conf = load(tmp_path, result.text)
     assert conf.ironic.auth_type == 'password'
     # (a keystoneauth plugin option: registered when the plugin is loaded)
