@@ -44,6 +44,7 @@ FILE_SECONDS = {
     "test_systemd.py": 120,
     "test_vm_boot.py": 110,
     "test_harness.py": 95,
+    "test_differential.py": 95,
     "test_containers.py": 90,
     "test_operator.py": 85,
     "test_sites.py": 75,
