@@ -19,12 +19,14 @@ from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
+from pxefilterd import child
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts as all_opts
 from pxefilterd import dnsmasq
 from pxefilterd import hostsdir
 from pxefilterd import ironic
+from pxefilterd import migrate
 from pxefilterd import pidsource
 from pxefilterd import sudoers
 
@@ -112,10 +114,12 @@ def check(conf):
         except ValueError as exc:
             problems.append('%s = %s: cannot be parsed: %s'
                             % (_opt_name(group, name), value, exc))
+    problems.extend(child.problems(dn))
     if pf.driver != 'dnsmasq':
         return problems
     if (dn.purge_dhcp_hostsdir and not dn.dnsmasq_start_command
-            and not dn.dnsmasq_reload_command):
+            and not dn.dnsmasq_reload_command
+            and not dn.dnsmasq_child_command):
         problems.append(
             '[dnsmasq_pxe_filter] purge_dhcp_hostsdir = True with an empty '
             'dnsmasq_start_command: a dnsmasq started elsewhere would keep '
@@ -154,6 +158,7 @@ def check(conf):
         helper_argv = []
     if (conf.rootwrap_config in helper_argv
             and (dn.dnsmasq_start_command or dn.dnsmasq_stop_command)
+            and not dn.dnsmasq_child_command
             and not os.path.exists(conf.rootwrap_config)):
         problems.append('[DEFAULT] rootwrap_config = %s: file not found (the '
                         'root_helper needs it)' % conf.rootwrap_config)
@@ -231,13 +236,21 @@ def unknown_options(conf):
         except (OSError, cfg.ParseError):
             continue          # reported by parse()
         for section, options in sections.items():
+            if section == 'auto_discovery':
+                # ironic's section: its options are ironic names (below).
+                lines.extend(
+                    '%s: [%s] %s is not an option of ironic\'s '
+                    '[auto_discovery] and is ignored' % (path, section, o)
+                    for o in options if (section, o) not in _IRONIC_NAMES)
+                continue
             if section not in known:
                 lines.append('%s: section [%s] is not a pxefilterd section; '
                              'its %d option(s) are ignored'
                              % (path, section, len(options)))
                 continue
             for option in options:
-                if option in known[section]:
+                if (option in known[section]
+                        or (section, option) in _IRONIC_NAMES):
                     continue
                 if option in deprecated.get(section, ()):
                     lines.append('%s: [%s] %s is deprecated; see the '
@@ -251,6 +264,61 @@ def unknown_options(conf):
                                             ' (did you mean %s?)' % close[0]
                                             if close else ''))
     return lines
+
+
+_IRONIC_NAMES = set(migrate.ALIASES) | set(migrate.IRONIC_ONLY)
+
+
+def ironic_names(conf):
+    """Return one line per option in the files read that is one of
+    ironic-pxe-filter's names for a pxefilterd option (read as that option,
+    or ignored where oslo.config reads the other name) or an option of
+    ironic's own in a section shared with the filter (``[auto_discovery]
+    driver``: not used).
+
+    Such options come from an ironic.conf's filter sections, copied as
+    they are; :func:`unknown_options` does not list them.
+    """
+    parsed = []
+    for path in files_read(conf):
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue          # reported by parse()
+        parsed.append((path, sections))
+    lines = []
+    for index, (path, sections) in enumerate(parsed):
+        for section, options in sections.items():
+            for option in options:
+                key = (section, option)
+                if key in migrate.ALIASES:
+                    winner = _source_of(parsed, key, migrate.ALIASES[key])
+                    lines.append('%s: [%s] %s is ironic\'s name for [%s] %s '
+                                 'and is %s' % (
+                                     (path,) + key + migrate.ALIASES[key]
+                                     + ('read as it' if winner == (index, key)
+                                        else 'ignored: [%s] %s in %s is read '
+                                        'instead' % (winner[1] + (
+                                            parsed[winner[0]][0],)),)))
+                elif key in migrate.IRONIC_ONLY:
+                    lines.append('%s: [%s] %s is ironic\'s (%s), not the PXE '
+                                 'filter\'s, and is not used'
+                                 % ((path,) + key
+                                    + (migrate.IRONIC_ONLY[key],)))
+    return lines
+
+
+def _source_of(parsed, alias, own):
+    """Return ``(file index, (section, option))`` of the value oslo.config
+    reads for an option with one deprecated name: the last file that sets
+    either name, and in a file the option's own name first."""
+    for index in range(len(parsed) - 1, -1, -1):
+        sections = parsed[index][1]
+        for section, option in (own, alias):
+            if option in sections.get(section, {}):
+                return index, (section, option)
+    return None
 
 
 # -- the environment (pxefilterd-ctl check-config) ---------------------
@@ -410,7 +478,9 @@ def environment_problems(conf, info=None):
             env.extend(rw_problems)
             warnings.extend(rw_warnings)
         env.extend(_check_sudo(root_helper, cmds, static, path))
-    if conf.pxe_filter.driver == 'dnsmasq':
+    if conf.pxe_filter.driver == 'dnsmasq' and dn.dnsmasq_child_command:
+        _check_child(dn, info, env, warnings)
+    elif conf.pxe_filter.driver == 'dnsmasq':
         config.extend(_check_dnsmasq_words(dn.dnsmasq_start_command))
         source = dnsmasq.pid_source(dn)
         if source.observed:
@@ -425,6 +495,28 @@ def environment_problems(conf, info=None):
             kind, line = problem
             (config if kind == 'config' else env).append(line)
     return config, env, warnings
+
+
+def _check_child(dn, info, env, warnings):
+    """Lines about the child dnsmasq (``dnsmasq_child_command``): how it
+    runs, whether its program exists, whether it may bind port 67."""
+    try:
+        argv = child.argv_from_line(dn.dnsmasq_child_command)
+    except ValueError:
+        return      # reported by check()
+    info.append('%s runs as: %s (a child of pxefilterd, watched directly)'
+                % (child.OPTION, shlex.join(argv)))
+    if shutil.which(argv[0]) is None:
+        env.append('%s: executable not found in PATH' % argv[0])
+    if os.geteuid() != 0:
+        warnings.append('%s: pxefilterd does not run as root, so dnsmasq, '
+                        'its child, needs the capabilities to serve DHCP '
+                        '(CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_NET_ADMIN) '
+                        'from elsewhere' % child.OPTION)
+    if not dn.guard:
+        warnings.append('[dnsmasq_pxe_filter] guard = False: a child '
+                        'dnsmasq outlives a pxefilterd that is killed '
+                        '(unless it is the first process of a container)')
 
 
 def _check_dnsmasq_words(line):

@@ -10,6 +10,11 @@ the only write end of a pipe.  The guard blocks on the read end:
   without doing anything.
 * end of file while armed: the daemon died (SIGKILL, OOM, crash); the kernel
   closed its descriptors at once, so the guard runs the stop command now.
+* ``P<pid>\n`` (a dnsmasq run as the daemon's child,
+  :mod:`pxefilterd.child`): the pid of the child now (0: none).  Its stop
+  is then no command: the guard sends that process SIGTERM (SIGKILL after
+  the timeout), if it is still a process named ``dnsmasq``.  (The kernel's
+  parent-death signal cannot do it: dnsmasq drops root, which clears it.)
 
 The guard also inherits the hostsdir lock descriptor: the lock is released
 only when both processes have exited, i.e. after the stop command has run.
@@ -37,6 +42,7 @@ from pxefilterd import commands
 
 ARM = b'A'
 DISARM = b'D'
+PID = b'P'
 EXIT_TERMINATED = 3
 EXIT_ORPHANED = 4
 
@@ -83,6 +89,10 @@ class Guard:
     def arm(self):
         os.write(self._write_fd, ARM)
 
+    def child_pid(self, pid):
+        """The daemon's child dnsmasq is now ``pid`` (0 or None: none)."""
+        os.write(self._write_fd, PID + b'%d\n' % (pid or 0))
+
     def disarm(self, wait=5.0):
         """Tell the guard the stop is done; wait for it to exit."""
         try:
@@ -99,6 +109,59 @@ class Guard:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             _log('guard %d did not exit within %.1f s' % (self.proc.pid, wait))
+
+
+def _is_dnsmasq(pid):
+    """True if ``pid`` runs (not a zombie) and is named dnsmasq."""
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            data = f.read()
+    except OSError:
+        return False
+    name = data[data.index(b'(') + 1:data.rindex(b')')]
+    state = data[data.rindex(b')') + 2:data.rindex(b')') + 3]
+    return name == b'dnsmasq' and state not in (b'Z', b'X')
+
+
+def _stop_child(pid, timeout):
+    """SIGTERM the child dnsmasq ``pid`` (no longer the daemon's: it has
+    died), SIGKILL after ``timeout``; return whether it is gone."""
+    for signum, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if not _is_dnsmasq(pid):
+            return True
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + wait
+        while _is_dnsmasq(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return not _is_dnsmasq(pid)
+
+
+class ChildStop:
+    """The stop of a child dnsmasq, as the guard runs it."""
+
+    def __init__(self, timeout):
+        self.timeout = timeout
+        self.pid = 0
+
+    def __bool__(self):
+        return True
+
+    def run(self):
+        if not self.pid:
+            _log('no child dnsmasq runs')
+            return
+        if not _stop_child(self.pid, self.timeout):
+            raise commands.CommandError('dnsmasq (pid %d) survives SIGKILL'
+                                        % self.pid)
+
+
+def _stop_from_spec(spec):
+    if spec.get('child'):
+        return ChildStop(spec['timeout'])
+    return commands.Command.from_spec(spec)
 
 
 def _run_stop(stop, why, code):
@@ -128,8 +191,9 @@ def _on_sigterm(signum, frame):
 
 def main(argv=None):
     spec = json.loads((argv or sys.argv)[1])
-    fd, stop = spec['fd'], commands.Command.from_spec(spec['stop'])
+    fd, stop = spec['fd'], _stop_from_spec(spec['stop'])
     armed = False
+    pending = b''
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -146,11 +210,21 @@ def main(argv=None):
                 return _run_stop(stop, 'pxefilterd died without stopping '
                                  'dnsmasq', EXIT_ORPHANED)
             return 0
-        for byte in data:
-            if byte == DISARM[0]:
+        pending += data
+        while pending:
+            byte, pending = pending[:1], pending[1:]
+            if byte == DISARM:
                 return 0
-            if byte == ARM[0]:
+            if byte == ARM:
                 armed = True
+            elif byte == PID:
+                line, sep, rest = pending.partition(b'\n')
+                if not sep:
+                    pending = byte + pending    # the rest is to come
+                    break
+                pending = rest
+                if isinstance(stop, ChildStop) and line.isdigit():
+                    stop.pid = int(line)
 
 
 if __name__ == '__main__':

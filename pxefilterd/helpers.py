@@ -59,6 +59,7 @@ class Helpers:
         self.control = None
         self.armed = False
         self.heals = 0
+        self.child_pid = None     # a child dnsmasq's (pxefilterd.child)
 
     # -- the guard ------------------------------------------------------------
 
@@ -74,6 +75,18 @@ class Helpers:
         self.guard = self.guard_factory(self.cmds.stop, self.store.lock_fd)
         if self.armed:
             self.guard.arm()
+        if self.child_pid:
+            self.guard.child_pid(self.child_pid)
+
+    def tell_child(self, pid):
+        """A child dnsmasq now runs as ``pid`` (None: none): the guard
+        stops that process if the daemon dies."""
+        self.child_pid = pid
+        if self.guard is not None:
+            try:
+                self.guard.child_pid(pid)
+            except OSError as exc:      # it died: check() starts another
+                LOG.debug('The guard was not told pid %s: %s', pid, exc)
 
     def arm(self):
         """dnsmasq is about to be started (or adopted): a stop is owed."""

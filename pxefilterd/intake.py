@@ -148,6 +148,13 @@ class Intake:
             LOG.warning('ironic answers again; leaving the fail-closed state')
             self.failed_closed = False
 
+    def contact_age(self):
+        """Seconds since the last complete poll of ironic (or since the
+        first sync, if no poll has completed yet), or None before it."""
+        if self._contact is None:
+            return None
+        return max(0.0, self._clock() - self._contact)
+
     def first_sync_done(self):
         """``max_stale_seconds`` counts from now if no poll has completed
         yet (the inspection answer came ahead of its poll's end)."""

@@ -83,8 +83,7 @@ class Options:
 
     deny_unknown_macs: bool = False
     auto_discovery: bool = False
-    supported_interfaces: typing.FrozenSet[str] = frozenset(
-        {'agent', 'inspector'})
+    supported_interfaces: typing.FrozenSet[str] = frozenset({'agent'})
     shards: typing.FrozenSet[str] = frozenset()
     conductor_groups: typing.FrozenSet[str] = frozenset()
 

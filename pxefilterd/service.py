@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import time
 
+from pxefilterd import child as child_mod
 from pxefilterd import commands
 from pxefilterd import decisions
 from pxefilterd import dnsmasq as dnsmasq_mod
@@ -85,12 +86,17 @@ class Service:
     :param pid_file: dnsmasq's pid file, or None: it cannot be observed.
     :param control_factory: callable(ask) returning a started-able
         control socket server (see :mod:`pxefilterd.control`), or None.
+    :param child: a :class:`pxefilterd.child.Child`: dnsmasq is run as a
+        child process (then ``cmds`` is its
+        :class:`pxefilterd.child.ChildCommands`, and ``pid_file`` None).
     """
 
     def __init__(self, settings, client, store, cmds, guard_factory=None,
                  watcher_factory=None, notifier=None, reload_settings=None,
-                 clock=time.monotonic, pid_file=None, control_factory=None):
+                 clock=time.monotonic, pid_file=None, control_factory=None,
+                 child=None):
         self.settings = settings
+        self.child = child
         self.store = store
         self.cmds = cmds
         self.pid_file = pid_file
@@ -108,10 +114,10 @@ class Service:
             store, cmds, self.wake, self.report.ask,
             lambda why: self.writer.forget(why), guard_factory,
             watcher_factory, control_factory)
-        self.supervisor = supervisor.Supervisor(managed=bool(cmds.start),
-                                                observed=bool(pid_file))
         self.runner = dnsmasq_mod.CommandRunner(wake=self.wake)
-        self.dnsmasq = dnsmasq_mod.Handle(cmds, self.runner, pid_file)
+        self.supervisor, self.dnsmasq = self._dnsmasq_rooms()
+        if child is not None:
+            child.observers.append(self.helpers.tell_child)
         self.writer = writer_mod.Writer(
             store, cmds.reload, lambda: self.settings, clock,
             runner=self.runner, serving=lambda: self.supervisor.serving)
@@ -171,10 +177,7 @@ class Service:
 
     def _run_locked(self):
         # (from cmds and pid_file as they are now, not at construction)
-        self.supervisor = supervisor.Supervisor(
-            managed=bool(self.cmds.start), observed=bool(self.pid_file))
-        self.dnsmasq = dnsmasq_mod.Handle(self.cmds, self.runner,
-                                          self.pid_file)
+        self.supervisor, self.dnsmasq = self._dnsmasq_rooms()
         self.helpers.start_guard()
         self.helpers.start_control()
         if self.settings.purge:
@@ -193,10 +196,7 @@ class Service:
         self._write(policy.fail_closed(self.store.cached()))
         if not self.supervisor.managed:
             if self.settings.purge and self.cmds.reload:
-                # dnsmasq still holds every record it read from purged
-                # files, and an exact-MAC allow beats the wildcard deny:
-                # drop them now, not after the first sync.
-                self.dnsmasq.run_now(self.cmds.reload, self._ping)
+                self._reload_after_purge()
             # Started elsewhere: it serves, so bursts are paced.
             self.supervisor.adopt()
             self.writer.dnsmasq_started()
@@ -212,6 +212,34 @@ class Service:
         else:
             self._become_ready()
         return self._loop()
+
+    def _reload_after_purge(self):
+        """A dnsmasq started elsewhere still holds every record it read
+        from purged files, and an exact-MAC allow beats the wildcard deny:
+        drop them now, not after the first sync.  One seen not running
+        holds none (e.g. a sidecar container not started yet): it reads
+        the purged, fail-closed directory when it starts.
+
+        :raises commands.CommandError: the reload failed.
+        """
+        seen, _ = self.dnsmasq.news()
+        if seen.state == dnsmasq_mod.GONE:
+            LOG.info('dnsmasq (started elsewhere) is not running (%s): '
+                     'nothing to reload after the purge; it reads the '
+                     'fail-closed hostsdir when it starts', seen.detail)
+            return
+        self.dnsmasq.run_now(self.cmds.reload, self._ping)
+
+    def _dnsmasq_rooms(self):
+        """The supervisor and the handle it acts through: a child dnsmasq
+        is started and observed directly, else through the commands and
+        the pid file."""
+        if self.child is not None:
+            return (supervisor.Supervisor(managed=True, observed=True),
+                    child_mod.ChildHandle(self.child))
+        return (supervisor.Supervisor(managed=bool(self.cmds.start),
+                                      observed=bool(self.pid_file)),
+                dnsmasq_mod.Handle(self.cmds, self.runner, self.pid_file))
 
     def _first_sync(self):
         """Wait for a listing and an inspection answer, then write them.

@@ -28,7 +28,8 @@ apt_install() {
 
 # The system packages are listed in bindep.txt (profile "test": dnsmasq,
 # DHCP clients, qemu with BIOS and UEFI firmware, the systemd guest's and
-# the ramdisk's tools) and installed with bindep, which runs from .venv.
+# the ramdisk's tools, podman) and installed with bindep, which runs from
+# .venv.
 # So the one package needed to make that venv comes first, by name.
 if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q 'ok installed'; then
     apt_install python3-venv

@@ -15,11 +15,13 @@ UV_CONSTRAINT=$(pwd)/pins/dev.txt
 export UV_CONSTRAINT
 # What the long integration tests boot, built from pins (they need the
 # network) once, then cached by their inputs: the systemd test's Debian 12
-# guest root and wheels (tools/guest-root.sh) and the inspection ramdisk
-# (tools/ramdisk/build.sh).  Built beside the lint, unit and functional
+# guest root and wheels (tools/guest-root.sh), the inspection ramdisk
+# (tools/ramdisk/build.sh) and the base image of container/Containerfile
+# (tools/container-base.sh).  Built beside the lint, unit and functional
 # suites, not before them: a cold build takes minutes.
 images_log=$(mktemp)
 (bash tools/guest-root.sh root && bash tools/guest-root.sh wheels \
+    && bash tools/container-base.sh \
     && .venv/bin/python -m pxefilterd_harness.ramdisk) >"$images_log" 2>&1 &
 images=$!
 # The unit tests on the lowest versions requirements.txt allows (py3-min):

@@ -6,16 +6,22 @@ Subcommands::
     pxefilterd-ctl [--config-file F] explain MAC [--format text|json]
     pxefilterd-ctl [--config-file F] sync --once [--dry-run]
     pxefilterd-ctl [--config-file F] check-config
+    pxefilterd-ctl [--config-file F] health [--live] [--stale-after S]
+    pxefilterd-ctl migrate-config IRONIC_CONF [--output FILE]
 
-``status``, ``explain`` and ``sync --dry-run`` only read: no lock, no
-write, so they can run beside the daemon.  ``status`` and ``explain`` ask
-the running daemon on its control socket when one answers.  ``sync --once``
+``status``, ``explain``, ``health`` and ``sync --dry-run`` only read: no
+lock, no write, so they can run beside the daemon.  ``status``,
+``explain`` and ``health`` ask the running daemon on its control socket
+when one answers.  ``sync --once``
 writes, so it takes the hostsdir lock and refuses to run while a daemon
-holds it.
+holds it.  ``migrate-config`` writes a pxefilterd.conf from the settings
+of ironic-pxe-filter in an ironic.conf and says what it could not carry.
 
 Exit status: 0 success; 1 a runtime or environment problem (ironic
 unreachable, hostsdir unusable, lock held); 2 usage error (argparse);
-78 (EX_CONFIG) a configuration problem.
+78 (EX_CONFIG) a configuration problem.  ``health`` exits 0 when the
+daemon serves and 1 when it does not (see :func:`health_problems`), the
+convention of container health checks.
 """
 
 import errno
@@ -40,6 +46,7 @@ from pxefilterd import explain as explain_mod
 from pxefilterd import hostsdir
 from pxefilterd import ironic
 from pxefilterd import macs
+from pxefilterd import migrate
 from pxefilterd import policy
 from pxefilterd import service
 from pxefilterd import writer as writer_mod
@@ -87,10 +94,39 @@ def _add_parsers(subparsers):
     sync.add_argument('--dry-run', action='store_true',
                       help='Print the changes (MAC, old -> new) and write '
                            'nothing; needs no lock.')
+    health = subparsers.add_parser(
+        'health', help='Exit 0 if the daemon serves the right list now, 1 '
+        'if not (no answer on its control socket, first sync not done, '
+        'failed closed, ironic not heard from for --stale-after seconds, '
+        'dnsmasq not running or not observed): a container health check '
+        'or a readiness probe.')
+    health.add_argument('--live', action='store_true',
+                        help='Only check that the daemon answers (a '
+                             'liveness probe: not failing while ironic is '
+                             'down or during the first sync).')
+    health.add_argument('--stale-after', type=float, default=60.0,
+                        metavar='SECONDS',
+                        help='Unhealthy when no poll of ironic has '
+                             'completed for this long (default: 60).')
+    health.add_argument('--format', choices=('text', 'json'),
+                        default='text', help='Output format (default: '
+                        'text).')
     subparsers.add_parser(
         'check-config',
         help='Validate the configuration and the environment (hostsdir, '
              'commands, rootwrap filters, ironic).')
+    migrate_cmd = subparsers.add_parser(
+        'migrate-config',
+        help='Write a pxefilterd.conf from the settings of '
+             'ironic-pxe-filter in an ironic.conf, and say line by line '
+             'what could not be carried and what is left to do.')
+    migrate_cmd.add_argument('ironic_conf', metavar='IRONIC_CONF',
+                         help="ironic-pxe-filter's ironic.conf.")
+    migrate_cmd.add_argument('--output', '-o', default='-',
+                         help='The pxefilterd.conf to create (mode 0640; '
+                              'an existing file is never overwritten); '
+                              'default "-": standard output, the report '
+                              'then goes to standard error.')
 
 
 def new_conf():
@@ -264,6 +300,10 @@ def _ask_daemon(conf, request):
 def _dnsmasq_status(conf):
     """What can be seen of dnsmasq, from its pid file (the configured one,
     or the one its commands name)."""
+    if conf.dnsmasq_pxe_filter.dnsmasq_child_command:
+        return {'state': 'child', 'pid': None,
+                'detail': 'a child of the daemon (dnsmasq_child_command): '
+                'only the daemon sees it'}
     source = dnsmasq.pid_source(conf.dnsmasq_pxe_filter)
     if not source.observed:
         return {'state': 'not observed', 'pid': None,
@@ -325,6 +365,79 @@ def cmd_status(conf, out):
     else:
         _print_status(st, out)
     return EXIT_OK
+
+
+# -- health -------------------------------------------------------------------
+
+#: The dnsmasq states in which it serves and is seen to run.
+_HEALTHY_DNSMASQ = ('running',)
+#: Seconds the daemon has to answer a health check.
+HEALTH_TIMEOUT = 3.0
+
+
+def health_problems(answer, why_not, live=False, stale_after=60.0):
+    """Return the lines saying why the daemon is not healthy (empty:
+    healthy), from its status ``answer`` (or None, and ``why_not``).
+
+    Unhealthy: no answer (not running, hung, no control socket); unless
+    ``live``, also: the first sync is not done (``ready`` false), it failed
+    closed, its last complete poll of ironic is older than ``stale_after``
+    seconds, or dnsmasq is not seen running (stopped, starting, gone, not
+    observed, unknown).
+    """
+    if answer is None:
+        return ['the daemon does not answer: %s' % why_not]
+    if live:
+        return []
+    problems = []
+    if not answer.get('ready'):
+        problems.append('not ready: the first sync with ironic is not done '
+                        '(dnsmasq is not started before it)')
+    if answer.get('failed_closed'):
+        problems.append('failed closed: ironic has not answered for '
+                        'max_stale_seconds (%s s); every MAC is denied'
+                        % answer.get('max_stale_seconds'))
+    age = answer.get('contact_age')
+    if answer.get('ready') and (age is None or age > stale_after):
+        problems.append('stale: no complete poll of ironic for %s'
+                        % ('ever' if age is None else '%.0f s (more than '
+                           '--stale-after %.0f s)' % (age, stale_after)))
+    dm = answer.get('dnsmasq') or {}
+    if dm.get('state') not in _HEALTHY_DNSMASQ:
+        problems.append('dnsmasq is %s (%s)' % (dm.get('state'),
+                                               dm.get('detail') or '-'))
+    return problems
+
+
+def cmd_health(conf, out):
+    """Print ``healthy`` or why not; return 0 or 1."""
+    args = conf.command
+    path = conf.control_socket
+    answer, why_not = None, '[DEFAULT] control_socket is empty'
+    if path:
+        try:
+            answer = control.ask(path, {'command': 'status'},
+                                 timeout=HEALTH_TIMEOUT)
+        except control.ControlError as exc:
+            why_not = str(exc)
+        else:
+            if not answer.get('ok'):
+                answer, why_not = None, 'the daemon answered: %s' % (
+                    answer.get('error'))
+    problems = health_problems(answer, why_not, live=args.live,
+                               stale_after=args.stale_after)
+    if args.format == 'json':
+        json.dump({'healthy': not problems, 'problems': problems,
+                   'daemon': answer}, out, indent=2, sort_keys=True)
+        out.write('\n')
+    elif problems:
+        for line in problems:
+            out.write('unhealthy: %s\n' % line)
+    else:
+        out.write('healthy: %s\n' % ('the daemon answers' if args.live else
+                                      'serving, dnsmasq %s' % (
+                                          answer['dnsmasq']['detail'])))
+    return EXIT_FAILURE if problems else EXIT_OK
 
 
 # -- explain ------------------------------------------------------------------
@@ -621,6 +734,7 @@ def cmd_check_config(conf, out):
                         '--config-file, and no %s): every option has its '
                         'default' % pxf_conf.DEFAULT_CONFIG_FILE)
     warnings[:0] = checks.unknown_options(conf)
+    info.extend(checks.ironic_names(conf))
     for line in info:
         out.write('info: %s\n' % line)
     for line in problems + config:
@@ -637,8 +751,50 @@ def cmd_check_config(conf, out):
     return EXIT_OK
 
 
+# -- migrate-config -----------------------------------------------------------
+
+def cmd_migrate_config(conf, out):
+    """Write the migration of ``conf.command.ironic_conf``; return 0, 78
+    when the file cannot be migrated (one line on stderr says why), or 1
+    when the output cannot be created.
+
+    The configuration goes to ``--output`` (created 0640, never over an
+    existing file) or to ``out``; the report, one ``carried:``, ``not
+    carried:`` or ``to do:`` line per setting, to ``out`` when the
+    configuration does not, else to stderr.
+    """
+    args = conf.command
+    try:
+        result = migrate.migrate(migrate.read_sections(args.ironic_conf),
+                                 args.ironic_conf)
+    except migrate.MigrationError as exc:
+        sys.stderr.write('pxefilterd-ctl: cannot migrate: %s\n' % exc)
+        return EXIT_CONFIG
+    if args.output == '-':
+        out.write(result.text)
+        report = sys.stderr
+    else:
+        try:
+            fd = os.open(args.output, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                         | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+        except OSError as exc:
+            sys.stderr.write('pxefilterd-ctl: cannot create %s: %s%s\n' % (
+                args.output, exc.strerror or exc,
+                ' (never overwritten: choose another name, or remove it)'
+                if exc.errno == errno.EEXIST else ''))
+            return EXIT_FAILURE
+        with os.fdopen(fd, 'w') as f:
+            f.write(result.text)
+        report = out
+        report.write('wrote %s\n' % args.output)
+    for kind, line in result.report:
+        report.write('%s: %s\n' % (kind, line))
+    return EXIT_OK
+
+
 _COMMANDS = {'status': cmd_status, 'explain': cmd_explain, 'sync': cmd_sync,
-             'check-config': cmd_check_config}
+             'check-config': cmd_check_config, 'health': cmd_health,
+             'migrate-config': cmd_migrate_config}
 
 
 def _command_name(conf):
@@ -675,6 +831,10 @@ def main(argv=None, out=None):
     except ConfigError as exc:
         return _report_config_error(conf, exc, out)
     _setup_logging(conf)
+    if conf.command.name == 'migrate-config':
+        # Reads a file the operator names and writes one they name: as
+        # whoever runs it, never as the daemon's user.
+        return cmd_migrate_config(conf, out)
     try:
         become_daemon_user(conf)
     except UserError as exc:

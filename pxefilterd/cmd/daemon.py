@@ -5,6 +5,7 @@ import functools
 import grp
 import logging
 import os
+import shlex
 import signal
 import sys
 
@@ -12,6 +13,7 @@ from oslo_config import cfg
 from oslo_log import log
 
 from pxefilterd import checks
+from pxefilterd import child as child_mod
 from pxefilterd import commands
 from pxefilterd import conf as pxf_conf
 from pxefilterd import control
@@ -82,25 +84,42 @@ def build_service(conf):
         conf.mutate_config_files()
         return settings_from_conf(conf)
 
-    pid_source = dnsmasq_mod.pid_source(dn)
-    if pid_source.observed:
-        LOG.info('dnsmasq is observed through %s (%s)', pid_source.path,
-                 pid_source.origin)
+    child = None
+    if dn.dnsmasq_child_command:
+        # Watched directly: no pid file.
+        child = child_mod.Child(child_mod.argv_from_line(
+            dn.dnsmasq_child_command), timeout=dn.command_timeout)
+        cmds = child_mod.ChildCommands(child)
+        pid_path = None
+        LOG.info('dnsmasq runs as a child of pxefilterd: %s',
+                 shlex.join(child.argv))
+        if os.getpid() == 1:
+            LOG.warning('pxefilterd runs as PID 1: processes orphaned in '
+                        'this pid namespace are not reaped; run it under an '
+                        'init (tini, or podman/docker run --init)')
     else:
-        LOG.warning('%s: a dnsmasq that dies is not seen, nor started '
-                    'again', pid_source.origin)
+        cmds = commands.Commands.from_conf(conf)
+        pid_source = dnsmasq_mod.pid_source(dn)
+        pid_path = pid_source.path
+        if pid_source.observed:
+            LOG.info('dnsmasq is observed through %s (%s)', pid_source.path,
+                     pid_source.origin)
+        else:
+            LOG.warning('%s: a dnsmasq that dies is not seen, nor started '
+                        'again', pid_source.origin)
 
     return service.Service(
         settings=settings_from_conf(conf),
         client=ironic.IronicClient.from_conf(conf),
         store=hostsdir.HostsDir(dn.dhcp_hostsdir, dn.staging_dir or None,
                                 dn.dhcp_hostsfile or None),
-        cmds=commands.Commands.from_conf(conf),
+        cmds=cmds,
         guard_factory=guard.Guard if dn.guard else None,
         watcher_factory=watcher.HostsDirWatcher if dn.watch_hostsdir else None,
         notifier=notify.Notifier(),
         reload_settings=reload_settings,
-        pid_file=pid_source.path,
+        pid_file=pid_path,
+        child=child,
         control_factory=(functools.partial(serve_control,
                                            conf.control_socket,
                                            conf.control_socket_group)
@@ -222,6 +241,8 @@ def main(argv=None):
                     '--config-file): every option has its default')
     for line in checks.unknown_options(CONF):
         LOG.warning('Configuration: %s', line)
+    for line in checks.ironic_names(CONF):
+        LOG.info('Configuration: %s', line)
     if not tune_malloc():
         LOG.debug('mallopt(M_MMAP_THRESHOLD) unavailable; memory use at '
                   '100k ports will be higher')

@@ -4,9 +4,12 @@ GROUP = 'dnsmasq_pxe_filter'
 
 opts = [
     cfg.StrOpt('dhcp_hostsdir', default='/var/lib/pxefilterd/dhcp-hostsdir',
+               deprecated_opts=[cfg.DeprecatedOpt('dhcp_hostsdir',
+                                                  group='pxe_filter')],
                help='The dnsmasq --dhcp-hostsdir that pxefilterd owns.  It '
                     'must exist, be writable by pxefilterd and readable by '
-                    'the user dnsmasq runs as.'),
+                    'the user dnsmasq runs as.  ironic-pxe-filter\'s '
+                    '[pxe_filter] dhcp_hostsdir is read as this option.'),
     cfg.StrOpt('staging_dir', default='',
                help='Where files are written before being renamed into the '
                     'hostsdir; must be on the same filesystem.  Empty means '
@@ -43,6 +46,20 @@ opts = [
                     'hostsdir (SIGHUP), e.g. "systemctl reload '
                     'pxefilterd-dnsmasq.service".  Required to purge the '
                     'hostsdir while a dnsmasq started elsewhere is running.'),
+    cfg.StrOpt('dnsmasq_child_command', default='',
+               help='Run dnsmasq as a child process of pxefilterd with this '
+                    'argv (all-in-one mode, e.g. in a container: '
+                    '"/usr/sbin/dnsmasq --conf-file=/etc/pxefilterd/'
+                    'dnsmasq.conf"; --keep-in-foreground is added unless '
+                    'it is there).  It is started after the first '
+                    'successful synchronisation, watched directly (no pid '
+                    'file), started again if it dies, reloaded with SIGHUP, '
+                    'stopped with SIGTERM when pxefilterd exits, and by the '
+                    'guard process if pxefilterd dies (SIGKILL, OOM).  No '
+                    'root_helper is used: pxefilterd must be allowed to run '
+                    'dnsmasq (root in a container).  '
+                    'Cannot be combined with the start, stop and reload '
+                    'commands or dnsmasq_pid_file.  No shell: a plain argv.'),
     cfg.StrOpt('dnsmasq_pid_file', default='',
                help='The pid file of the dnsmasq that reads the hostsdir '
                     '(its --pid-file).  pxefilterd reads it about once a '

@@ -17,7 +17,9 @@ opts = [
                     'ports; listings are spaced further apart when needed '
                     'so that they take at most 2 % of its time (at 100k '
                     'ports: every ~19 minutes).  0 disables it after the '
-                    'first one.'),
+                    'first one.  ironic-pxe-filter\'s option of the same '
+                    'name (default 45) is its only synchronisation; copied '
+                    'here, it still bounds how long any change takes.'),
     cfg.FloatOpt('inspection_poll_interval', default=1.0, min=0.0,
                  max=3600.0, mutable=True,
                  help='Seconds between inspection polls (the nodes in '
@@ -47,14 +49,20 @@ opts = [
                 help='Deny MACs that ironic does not know, even while a '
                      'node is being inspected.'),
     cfg.BoolOpt('auto_discovery', default=False, mutable=True,
+                deprecated_opts=[cfg.DeprecatedOpt('enabled',
+                                                   group='auto_discovery')],
                 help='Allow MACs that ironic does not know at all times, '
                      'so that new machines can be discovered.  Cannot be '
-                     'combined with deny_unknown_macs.'),
+                     'combined with deny_unknown_macs.  ironic\'s '
+                     '[auto_discovery] enabled is read as this option.'),
     cfg.ListOpt('supported_inspect_interfaces',
-                default=['agent', 'inspector'],
+                default=['agent'], mutable=True,
                 help='Inspect interfaces that need PXE (in-band inspection). '
                      'Nodes inspected with another interface are not '
-                     'allowed to boot.'),
+                     'allowed to boot.  The default is ironic\'s: "agent" is '
+                     'its only in-band inspect interface (an ironic that '
+                     'still has the "inspector" interface of '
+                     'ironic-inspector needs "agent,inspector").'),
     cfg.ListOpt('shard', default=[],
                 help='Scope this filter to the nodes of these ironic shards '
                      '(one pxefilterd and dnsmasq per site): only their '

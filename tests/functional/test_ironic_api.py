@@ -37,7 +37,9 @@ def test_snapshot_pages_and_filters(fake, client):
     snap = client.snapshot()
     assert len(snap.ports) == 2500
     assert snap.ports['52:54:00:00:00:01'] == fake.node_ids[1]
-    assert policy.inspected_nodes(snap, policy.Options()) == {
+    in_band = policy.Options(supported_interfaces=frozenset({'agent',
+                                                            'inspector'}))
+    assert policy.inspected_nodes(snap, in_band) == {
         fake.node_ids[1], fake.node_ids[2]}
     port_requests = [q for p, q in fake.requests if p == '/v1/ports']
     # every page of 1000, then the empty page a full last page leads to

@@ -9,6 +9,7 @@ from pxefilterd import checks
 from pxefilterd.cmd import daemon
 from pxefilterd import conf as pxf_conf
 from pxefilterd.conf import opts
+from pxefilterd import policy
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OWN_IRONIC = {o.dest for o in pxf_conf.ironic.opts} | {'timeout'}
@@ -82,6 +83,10 @@ def test_every_typed_option_rejects_garbage(tmp_path, group, opt, value):
     ('[ironic]\nendpoint_override =\n', '[ironic] endpoint_override is '
      'required'),
     ('[pxe_filter]\ndriver = magic\n', '[pxe_filter] driver'),
+    ('[dnsmasq_pxe_filter]\ndnsmasq_child_command = dnsmasq -k\n',
+     'dnsmasq_child_command cannot be combined with dnsmasq_start_command'),
+    ('[dnsmasq_pxe_filter]\ndnsmasq_start_command =\n'
+     'dnsmasq_child_command = sleep 10\n', 'names no dnsmasq program'),
     ('[ironic]\ntimeout =\n', '[ironic] timeout'),
 ])
 def test_semantic_problems(tmp_path, text, needle):
@@ -93,6 +98,15 @@ def test_semantic_problems(tmp_path, text, needle):
             base.setdefault(group, {})[name] = value.strip()
     problems = load(tmp_path, render(base))
     assert any(needle in p for p in problems), problems
+
+
+def test_a_child_dnsmasq_needs_no_commands(tmp_path):
+    base = good_base(tmp_path)
+    base['dnsmasq_pxe_filter'] = {
+        'dhcp_hostsdir': base['dnsmasq_pxe_filter']['dhcp_hostsdir'],
+        'dnsmasq_child_command': '/usr/sbin/dnsmasq --conf-file=/x'}
+    # (purge_dhcp_hostsdir needs no reload command: the child is started)
+    assert load(tmp_path, render(base)) == []
 
 
 def test_missing_hostsdir(tmp_path):
@@ -317,3 +331,112 @@ def test_a_stuck_ironic_fails_closed_by_default():
     assert 0 < conf.pxe_filter.max_stale_seconds < 1800
     assert daemon.settings_from_conf(conf).max_stale_seconds == \
         conf.pxe_filter.max_stale_seconds
+
+
+# -- an ironic.conf's filter sections, copied as they are ------------------
+
+IRONIC_SECTIONS = (
+    '[pxe_filter]\n'
+    'dhcp_hostsdir = {hd}\n'
+    'sync_period = 45\n'
+    'supported_inspect_interfaces = agent,fake\n'
+    '[auto_discovery]\n'
+    'enabled = {enabled}\n'
+    'driver = ipmi\n'
+    'inspection_scope = x\n')
+
+
+def test_ironics_filter_sections_are_read_with_ironics_meaning(tmp_path):
+    hd = tmp_path / 'hd'
+    conf, path = parsed(tmp_path, IRONIC_SECTIONS.format(hd=hd,
+                                                         enabled='true'))
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == str(hd)
+    assert conf.pxe_filter.sync_period == 45
+    assert conf.pxe_filter.supported_inspect_interfaces == ['agent', 'fake']
+    assert conf.pxe_filter.auto_discovery is True
+    options = pxf_conf.policy_options(conf)
+    assert options.auto_discovery is True
+    assert options.supported_interfaces == {'agent', 'fake'}
+    # nothing copied is reported as unknown ...
+    assert checks.unknown_options(conf) == []
+    # ... and each ironic name is said for what it is
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it' % path,
+        "%s: [auto_discovery] enabled is ironic's name for [pxe_filter] "
+        'auto_discovery and is read as it' % path,
+        "%s: [auto_discovery] driver is ironic's (the driver ironic enrolls "
+        "discovered nodes with), not the PXE filter's, and is not used"
+        % path,
+        "%s: [auto_discovery] inspection_scope is ironic's (the inspection "
+        "scope ironic gives the nodes it enrolls), not the PXE filter's, and "
+        'is not used' % path]
+
+
+def test_a_misspelled_option_in_ironics_discovery_section(tmp_path):
+    conf, path = parsed(tmp_path, '[auto_discovery]\nenabeld = true\n')
+    assert conf.pxe_filter.auto_discovery is False
+    assert checks.unknown_options(conf) == [
+        "%s: [auto_discovery] enabeld is not an option of ironic's "
+        '[auto_discovery] and is ignored' % path]
+
+
+def test_pxefilterds_own_name_wins_over_ironics(tmp_path):
+    conf, path = parsed(tmp_path, '[pxe_filter]\ndhcp_hostsdir = /ironic\n'
+                     'auto_discovery = false\n'
+                     '[dnsmasq_pxe_filter]\ndhcp_hostsdir = /mine\n'
+                     '[auto_discovery]\nenabled = true\n')
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == '/mine'
+    assert conf.pxe_filter.auto_discovery is False
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is ignored: '
+        '[dnsmasq_pxe_filter] dhcp_hostsdir in %s is read instead'
+        % (path, path),
+        "%s: [auto_discovery] enabled is ironic's name for [pxe_filter] "
+        'auto_discovery and is ignored: [pxe_filter] auto_discovery in %s '
+        'is read instead' % (path, path)]
+
+
+def test_across_files_the_last_one_wins_whatever_the_name(tmp_path):
+    """oslo.config reads the last file that sets the option under either
+    name: what check-config says must be what the daemon reads."""
+    first = tmp_path / 'a.conf'
+    first.write_text('[dnsmasq_pxe_filter]\ndhcp_hostsdir = /mine\n')
+    second = tmp_path / 'b.conf'
+    second.write_text('[pxe_filter]\ndhcp_hostsdir = /ironic\n')
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf(['--config-file', str(first), '--config-file', str(second)],
+         project='pxefilterd')
+    assert conf.dnsmasq_pxe_filter.dhcp_hostsdir == '/ironic'
+    assert checks.ironic_names(conf) == [
+        "%s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+        '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it' % second]
+
+
+def test_ironics_discovery_switch_is_reloaded_by_sighup(tmp_path):
+    """ironic's [auto_discovery] enabled and supported_inspect_interfaces
+    are mutable (ironic-pxe-filter applies them on SIGHUP); so here."""
+    hd = tmp_path / 'hd'
+    conf, path = parsed(tmp_path, IRONIC_SECTIONS.format(hd=hd,
+                                                         enabled='false'))
+    assert daemon.settings_from_conf(conf).options.auto_discovery is False
+    with open(path, 'w') as f:
+        f.write(IRONIC_SECTIONS.format(hd=hd, enabled='true').replace(
+            'agent,fake', 'agent'))
+    conf.mutate_config_files()
+    settings = daemon.settings_from_conf(conf)
+    assert settings.options.auto_discovery is True
+    assert settings.options.supported_interfaces == {'agent'}
+
+
+def test_the_default_interfaces_are_ironics():
+    """ironic 39's [pxe_filter] supported_inspect_interfaces default is
+    ['agent'], and it has no 'inspector' inspect interface any more."""
+    conf = cfg.ConfigOpts()
+    pxf_conf.register_opts(conf)
+    conf([], project='pxefilterd', default_config_files=[])
+    assert conf.pxe_filter.supported_inspect_interfaces == ['agent']
+    assert pxf_conf.policy_options(conf).supported_interfaces == {'agent'}
+    assert pxf_conf.policy_options(conf) == policy.Options()

@@ -557,6 +557,29 @@ def test_check_config_names_the_files_and_unknown_options(tmp_path, hdir,
             % conf) in out
 
 
+def test_check_config_takes_ironics_filter_sections_as_they_are(
+        tmp_path, hdir, fake_source):
+    """[pxe_filter] and [auto_discovery] copied from an ironic.conf: the
+    configuration is OK, and each ironic name is an info line, not a
+    warning."""
+    conf = write_conf(tmp_path, 'unused',
+                      '[pxe_filter]\ndhcp_hostsdir = %s\nsync_period = 45\n'
+                      'supported_inspect_interfaces = agent\n'
+                      '[auto_discovery]\nenabled = false\ndriver = ipmi\n'
+                      % hdir)
+    # only ironic's name for the hostsdir
+    text = open(conf).read().replace('dhcp_hostsdir = unused\n', '')
+    open(conf, 'w').write(text)
+    code, out = run('--config-file', conf, 'check-config')
+    assert code == 0, out
+    assert out.endswith('configuration OK\n')
+    assert ("info: %s: [pxe_filter] dhcp_hostsdir is ironic's name for "
+            '[dnsmasq_pxe_filter] dhcp_hostsdir and is read as it\n'
+            % conf) in out
+    assert ("info: %s: [auto_discovery] driver is ironic's" % conf) in out
+    assert 'warning: %s' % conf not in out
+
+
 def test_check_config_says_when_no_file_was_read(tmp_path, monkeypatch):
     monkeypatch.setenv('HOME', str(tmp_path))
     monkeypatch.chdir(tmp_path)
@@ -627,3 +650,107 @@ def test_check_config_names_the_pid_file_the_commands_name(tmp_path, hdir,
     assert ('info: dnsmasq is observed through /run/test-dnsmasq.pid '
             '(pid-file= in %s' % dnsmasq_conf) in out
     assert 'not observed' not in out
+
+
+# -- health -------------------------------------------------------------------
+
+HEALTHY = {'ok': True, 'ready': True, 'failed_closed': False,
+           'contact_age': 1.2, 'max_stale_seconds': 300,
+           'dnsmasq': {'state': 'running', 'detail': 'pid 7', 'starts': 1}}
+
+
+def _serve(tmp_path, answer):
+    from pxefilterd import control
+    server = control.ControlServer(str(tmp_path / 'control.sock'),
+                                   lambda request: answer)
+    server.start()
+    return server
+
+
+def _health(tmp_path, hdir, *args):
+    conf = write_conf(tmp_path, hdir, '[DEFAULT]\ncontrol_socket = %s\n'
+                      % (tmp_path / 'control.sock'))
+    return run('--config-file', conf, 'health', *args)
+
+
+def test_health_ok(tmp_path, hdir):
+    server = _serve(tmp_path, HEALTHY)
+    try:
+        code, out = _health(tmp_path, hdir)
+        assert (code, out) == (0, 'healthy: serving, dnsmasq pid 7\n')
+        code, out = _health(tmp_path, hdir, '--format', 'json')
+        assert code == 0
+        assert json.loads(out)['healthy'] is True
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize('change, why', [
+    ({'ready': False}, 'unhealthy: not ready: the first sync'),
+    ({'failed_closed': True}, 'unhealthy: failed closed: ironic has not '
+     'answered for max_stale_seconds (300 s)'),
+    ({'contact_age': 61.0}, 'unhealthy: stale: no complete poll of ironic '
+     'for 61 s (more than --stale-after 60 s)'),
+    ({'contact_age': None}, 'unhealthy: stale: no complete poll of ironic '
+     'for ever'),
+    ({'dnsmasq': {'state': 'gone', 'detail': 'pid 7 does not exist'}},
+     'unhealthy: dnsmasq is gone (pid 7 does not exist)'),
+    ({'dnsmasq': {'state': 'not observed', 'detail': 'no pid file'}},
+     'unhealthy: dnsmasq is not observed (no pid file)'),
+    ({'dnsmasq': {'state': 'starting', 'detail': ''}},
+     'unhealthy: dnsmasq is starting (-)'),
+    ({'dnsmasq': {'state': 'unknown (assumed running)', 'detail': 'EACCES'}},
+     'unhealthy: dnsmasq is unknown (assumed running) (EACCES)'),
+])
+def test_health_unhealthy(tmp_path, hdir, change, why):
+    server = _serve(tmp_path, dict(HEALTHY, **change))
+    try:
+        code, out = _health(tmp_path, hdir)
+        assert code == 1
+        assert out.startswith(why), out
+        # a liveness probe only asks whether the daemon answers
+        assert _health(tmp_path, hdir, '--live')[0] == 0
+    finally:
+        server.close()
+
+
+def test_health_stale_after(tmp_path, hdir):
+    server = _serve(tmp_path, dict(HEALTHY, contact_age=100.0))
+    try:
+        assert _health(tmp_path, hdir, '--stale-after', '120')[0] == 0
+        assert _health(tmp_path, hdir)[0] == 1
+    finally:
+        server.close()
+
+
+def test_health_no_daemon(tmp_path, hdir):
+    code, out = _health(tmp_path, hdir)
+    assert code == 1
+    assert out.startswith('unhealthy: the daemon does not answer: cannot '
+                          'ask the daemon at %s' % (tmp_path / 'control.sock'))
+    assert _health(tmp_path, hdir, '--live')[0] == 1
+    code, out = run('--config-file', write_conf(
+        tmp_path, hdir, '[DEFAULT]\ncontrol_socket =\n'), 'health')
+    assert code == 1
+    assert 'control_socket is empty' in out
+
+
+def test_health_daemon_error(tmp_path, hdir):
+    server = _serve(tmp_path, {'ok': False, 'error': 'the daemon did not '
+                               'answer within 4 s'})
+    try:
+        code, out = _health(tmp_path, hdir, '--live')
+        assert code == 1
+        assert 'did not answer within 4 s' in out
+    finally:
+        server.close()
+
+
+def test_status_of_a_child_dnsmasq(tmp_path, hdir):
+    conf = tmp_path / 'child.conf'
+    conf.write_text('[DEFAULT]\nroot_helper =\ncontrol_socket =\n'
+                    '[dnsmasq_pxe_filter]\ndhcp_hostsdir = %s\n'
+                    'dnsmasq_child_command = dnsmasq -C /x\n' % hdir)
+    code, out = run('--config-file', str(conf), 'status', '--format', 'json')
+    assert code == 0
+    assert json.loads(out)['dnsmasq']['state'] == 'child'

@@ -100,7 +100,9 @@ def test_diff_from_empty_writes_everything():
 @pytest.mark.parametrize('state,interface,allowed', [
     ('inspect wait', 'agent', True),
     ('inspecting', 'agent', True),
-    ('inspecting', 'inspector', True),
+    # ironic-inspector's interface: gone from ironic (ironic 39 has none),
+    # so no longer in the default (ironic-pxe-filter's default too)
+    ('inspecting', 'inspector', False),
     ('inspect wait', 'redfish', False),     # out-of-band: no PXE
     ('inspect wait', 'fake', False),
     ('inspect wait', None, False),
@@ -116,6 +118,16 @@ def test_only_in_band_inspection_states_and_interfaces_boot(
     assert desired.macs[A1] is want
     # a node that may not boot does not open the door to unknown MACs
     assert desired.unknown is want
+
+
+def test_the_inspector_interface_boots_when_listed():
+    """An ironic that still has ironic-inspector's interface: named in the
+    option, its nodes boot as before the default changed."""
+    options = policy.Options(supported_interfaces=frozenset({'agent',
+                                                             'inspector'}))
+    info = policy.NodeInfo('inspecting', 'inspector')
+    assert policy.decide(snap(['node-a'], info), options).macs[A1] is \
+        Action.ALLOW
 
 
 def test_supported_interfaces_are_an_option():

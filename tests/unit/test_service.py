@@ -389,6 +389,28 @@ def test_reload_after_purge_when_dnsmasq_is_external(harness):
     assert h.names() == ['reload', 'stop']
 
 
+def test_no_reload_after_purge_of_an_external_dnsmasq_not_running(
+        harness, tmp_path):
+    """A sidecar dnsmasq not started yet holds no record: the reload
+    (which would fail, and stop pxefilterd) is not run; it is run once
+    dnsmasq runs."""
+    h = harness(reload=True)
+    pid_file = tmp_path / 'dnsmasq.pid'
+    h.cmds.start = commands.Command('start', [])
+    h.svc.pid_file = str(pid_file)
+    h.start()
+    wait_for(lambda: h.svc.ready, what='ready')
+    assert h.names() == []
+    assert h.svc.supervisor.status == 'gone'
+    fake_dnsmasq.start(str(pid_file))
+    try:
+        wait_for(lambda: h.svc.supervisor.status == 'running',
+                 what='dnsmasq seen')
+        assert h.stop() == service.EXIT_OK
+    finally:
+        fake_dnsmasq.stop(str(pid_file))
+
+
 def test_sighup_applies_new_options_without_restart(harness):
     h = harness(settings=service.Settings(sync_period=3600,
                                           poll_interval=0.05, lock_wait=0))
@@ -722,6 +744,7 @@ import os, signal, sys
 from pxefilterd import commands, service
 svc = service.Service(service.Settings(), None, None, commands.Commands())
 svc.prepare_for_signals()
+print('ready', flush=True)
 relay = sys.argv[1] == 'relay'
 signal.signal(signal.SIGTERM, lambda *a: svc.request_stop(
     'SIGTERM', from_signal=relay))
@@ -737,13 +760,23 @@ print('woken' if svc.wakeup.wait(5) else 'not woken', flush=True)
                                            ('direct', None)])
 def test_a_signal_never_deadlocks_on_the_wake_up_lock(mode, expected):
     import subprocess
+    # The 4 s that tell a hang from a wake-up start once the probe has
+    # imported pxefilterd (seconds of CPU on a loaded machine), not before.
+    proc = subprocess.Popen([sys.executable, '-c', SIGNAL_PROBE, mode],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     try:
-        out = subprocess.run([sys.executable, '-c', SIGNAL_PROBE, mode],
-                             capture_output=True, text=True, timeout=4)
-    except subprocess.TimeoutExpired:
-        assert expected is None       # Event.set() from the handler: hung
-        return
-    assert out.stdout.strip() == expected, out.stderr
+        assert proc.stdout.readline().strip() == 'ready'
+        try:
+            proc.wait(timeout=4)
+        except subprocess.TimeoutExpired:
+            assert expected is None       # Event.set() from the handler: hung
+            return
+        assert proc.stdout.read().strip() == expected, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 def test_a_dnsmasq_that_keeps_dying_soon_after_its_start_is_fatal(

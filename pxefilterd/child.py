@@ -1,0 +1,343 @@
+"""dnsmasq as pxefilterd's own child process (``[dnsmasq_pxe_filter]
+dnsmasq_child_command``): the all-in-one mode of a container, with no
+start / stop / reload commands, no root_helper and no pid file.
+
+:class:`Child` starts dnsmasq in the foreground as a direct child, so its
+pid is known and whether it runs is answered by ``waitpid`` (which also
+reaps it: no zombie, no pid reuse while pxefilterd holds it).  Reload is a
+SIGHUP and stop a SIGTERM (then SIGKILL), sent through a pidfd when the
+kernel has them, so a signal never reaches another process that reused the
+pid.
+
+dnsmasq never outlives pxefilterd: the exit path stops it, and for the
+deaths that skip the exit path (SIGKILL, OOM) the guard process does
+(:mod:`pxefilterd.guard`: it is told the child's pid at each start, and
+stops that process when the daemon's pipe closes).  The kernel's
+parent-death signal (``PR_SET_PDEATHSIG``, set in the child between fork
+and exec) is set too, but only holds while dnsmasq keeps its credentials:
+dnsmasq drops root to its user after start-up, which clears it (it still
+covers a dnsmasq run with ``--user=root`` and one that fails before).  That
+signal follows the *thread* that forked the child, so :meth:`Child.spawn`
+is called by the loop thread, the daemon's main thread.  In a container,
+pxefilterd under an init as the first process: the container ends with
+pxefilterd, and the kernel kills every process of its pid namespace.
+
+The supervisor (:mod:`pxefilterd.supervisor`) sees such a dnsmasq as a
+managed, observed one: :class:`ChildHandle` gives it the same inputs as
+:class:`pxefilterd.dnsmasq.Handle` does for a commanded dnsmasq.
+"""
+
+import ctypes
+import logging
+import os
+import shlex
+import signal
+import subprocess
+
+from pxefilterd import commands
+from pxefilterd import dnsmasq
+from pxefilterd import pidsource
+
+LOG = logging.getLogger(__name__)
+
+OPTION = '[dnsmasq_pxe_filter] dnsmasq_child_command'
+#: The dnsmasq words that keep it in the foreground.
+FOREGROUND = frozenset(('-k', '--keep-in-foreground', '-d', '--no-daemon'))
+_PR_SET_PDEATHSIG = 1
+#: What the kernel sends dnsmasq when pxefilterd dies.
+DEATH_SIGNAL = signal.SIGKILL
+
+
+def argv_from_line(line):
+    """Return the argv to run for a ``dnsmasq_child_command`` line: its
+    words, with ``--keep-in-foreground`` added unless dnsmasq is already
+    told to stay in the foreground (a dnsmasq that forks away would be no
+    child of pxefilterd's).
+
+    :raises ValueError: with one line saying why the line is unusable:
+        empty, unparsable, shell expansions (nothing here runs a shell),
+        or no word is dnsmasq.
+    """
+    line = (line or '').strip()
+    if not line:
+        raise ValueError('empty')
+    if commands.needs_shell(line):
+        raise ValueError('has shell expansions ($ or `): it is run as an '
+                         'argv, without a shell')
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:
+        raise ValueError('cannot be parsed: %s' % exc) from None
+    dm = pidsource.dnsmasq_argv(words)
+    if dm is None:
+        raise ValueError('names no dnsmasq program (a word whose basename is '
+                         '"dnsmasq", possibly after a wrapper that execs it, '
+                         'such as "ip netns exec NS")')
+    if not FOREGROUND & set(dm[1:]):
+        words.append('--keep-in-foreground')
+    return words
+
+
+def problems(group):
+    """Problem lines for the ``[dnsmasq_pxe_filter]`` options ``group``
+    when ``dnsmasq_child_command`` is set (none when it is not)."""
+    if not group.dnsmasq_child_command:
+        return []
+    try:
+        argv = argv_from_line(group.dnsmasq_child_command)
+    except ValueError as exc:
+        return ['%s = %s: %s' % (OPTION, group.dnsmasq_child_command, exc)]
+    found = ['%s: %s' % (OPTION, p) for p in pidsource.check_dnsmasq_argv(
+        pidsource.dnsmasq_argv(argv))]
+    others = [name for name in ('dnsmasq_start_command',
+                                'dnsmasq_stop_command',
+                                'dnsmasq_reload_command', 'dnsmasq_pid_file')
+              if getattr(group, name)]
+    if others:
+        found.append('%s cannot be combined with %s: pxefilterd starts, '
+                     'watches, reloads and stops its child dnsmasq itself'
+                     % (OPTION, ', '.join(others)))
+    return found
+
+
+def _die_with(parent):
+    """The child's preexec function: be killed with ``parent``."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec():
+        if prctl(_PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG)')
+        if os.getppid() != parent:
+            # pxefilterd died before the signal was set: nobody sends it
+            os.kill(os.getpid(), DEATH_SIGNAL)
+    return preexec
+
+
+def _describe_exit(code):
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = 'signal %d' % -code
+        return 'was killed by %s' % name
+    return 'exited with status %d' % code
+
+
+class Child:
+    """One dnsmasq run as a child, started again and again.
+
+    :param argv: its argv (:func:`argv_from_line`).
+    :param timeout: seconds a stop waits for it after SIGTERM, before
+        SIGKILL.
+    """
+
+    def __init__(self, argv, timeout=30.0):
+        self.argv = list(argv)
+        self.timeout = timeout
+        self._proc = None
+        self._pidfd = None
+        self._announced = None
+        #: callables(pid or None), told of each new child and of its end
+        #: (once reaped, its pid may be reused)
+        self.observers = []
+
+    @property
+    def pid(self):
+        return self._proc.pid if self._proc is not None else None
+
+    def spawn(self):
+        """Start dnsmasq (after stopping one still running).  Returns once
+        it is exec'd; whether it stays up is for :meth:`observe` to say.
+
+        :raises commands.CommandError: it could not be started.
+        """
+        if self._proc is not None and self._poll(self._proc) is None:
+            self.stop()
+        self._close_pidfd()
+        try:
+            self._proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, cwd='/',
+                close_fds=True, start_new_session=True,
+                preexec_fn=_die_with(os.getpid()))
+        except (OSError, subprocess.SubprocessError) as exc:
+            self._proc = None
+            raise commands.CommandError(
+                'dnsmasq %s could not be started: %s'
+                % (shlex.join(self.argv), getattr(exc, 'strerror', None)
+                   or exc)) from exc
+        try:
+            self._pidfd = os.pidfd_open(self._proc.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None      # an old kernel: plain kill(2)
+        LOG.info('dnsmasq started as a child of pxefilterd: pid %d, %s',
+                 self._proc.pid, shlex.join(self.argv))
+        self._announced = self._proc.pid
+        self._tell(self._proc.pid)
+
+    def _tell(self, pid):
+        for observer in self.observers:
+            observer(pid)
+
+    def _poll(self, proc):
+        """``proc.poll()``, telling the observers once it has ended."""
+        code = proc.poll()
+        if code is not None and self._announced == proc.pid:
+            self._announced = None
+            self._tell(None)
+        return code
+
+    def observe(self):
+        """Return a :class:`pxefilterd.dnsmasq.Observation` (and reap it if
+        it has exited)."""
+        proc = self._proc
+        if proc is None:
+            return dnsmasq.Observation(dnsmasq.GONE,
+                                       detail='not started yet')
+        code = self._poll(proc)
+        if code is None:
+            return dnsmasq.Observation(dnsmasq.RUNNING, proc.pid,
+                                       'pid %d, a child of pxefilterd'
+                                       % proc.pid)
+        return dnsmasq.Observation(dnsmasq.GONE, proc.pid, 'pid %d %s'
+                                   % (proc.pid, _describe_exit(code)))
+
+    def running(self):
+        return self._proc is not None and self._poll(self._proc) is None
+
+    def send(self, signum):
+        """Send ``signum`` to the running dnsmasq.
+
+        :raises commands.CommandError: it does not run.
+        """
+        proc = self._proc
+        if proc is None or self._poll(proc) is not None:
+            raise commands.CommandError('dnsmasq does not run: no %s sent'
+                                        % signal.Signals(signum).name)
+        try:
+            if self._pidfd is not None:
+                signal.pidfd_send_signal(self._pidfd, signum)
+            else:
+                os.kill(proc.pid, signum)
+        except ProcessLookupError:
+            raise commands.CommandError(
+                'dnsmasq (pid %d) has just exited: no %s sent'
+                % (proc.pid, signal.Signals(signum).name)) from None
+
+    def stop(self, timeout=None):
+        """SIGTERM, wait up to ``timeout`` (default: the one given at
+        construction), then SIGKILL; return once it is gone (and reaped).
+        Does nothing if it does not run.
+
+        :raises commands.CommandError: it survived SIGKILL for 5 s (a
+            process in uninterruptible sleep).
+        """
+        proc = self._proc
+        if proc is None or self._poll(proc) is not None:
+            return
+        timeout = self.timeout if timeout is None else timeout
+        for signum, wait in ((signal.SIGTERM, timeout),
+                             (signal.SIGKILL, 5.0)):
+            try:
+                self.send(signum)
+            except commands.CommandError:
+                return          # exited meanwhile
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                if signum == signal.SIGTERM:
+                    LOG.warning('dnsmasq (pid %d) did not exit %.1f s after '
+                                'SIGTERM; sending SIGKILL', proc.pid, wait)
+                continue
+            LOG.info('dnsmasq (pid %d) stopped: %s', proc.pid,
+                     _describe_exit(proc.returncode))
+            self._poll(proc)
+            return
+        raise commands.CommandError('dnsmasq (pid %d) survives SIGKILL'
+                                    % proc.pid)
+
+    def kill(self):
+        """SIGKILL without waiting (the next look reaps it)."""
+        try:
+            self.send(signal.SIGKILL)
+        except commands.CommandError:
+            pass
+
+    def _close_pidfd(self):
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+class _Act:
+    """A :class:`pxefilterd.commands.Command` stand-in that acts on the
+    child instead of running a program (what the writer, the exit path and
+    the guard's bookkeeping hold)."""
+
+    def __init__(self, name, act, timeout):
+        self.name = name
+        self._act = act
+        self.timeout = timeout
+
+    def __bool__(self):
+        return True
+
+    def run(self):
+        """:raises commands.CommandError: the action failed."""
+        self._act()
+        return ''
+
+    def describe(self):
+        return 'the %s of the child dnsmasq (%s)' % (self.name, OPTION)
+
+    def spec(self):
+        """For the guard (:class:`pxefilterd.guard.ChildStop`)."""
+        return {'child': True, 'timeout': self.timeout}
+
+
+class ChildCommands:
+    """What stands for the start, stop and reload commands of
+    :class:`pxefilterd.commands.Commands` in child mode: start spawns,
+    stop stops, reload sends SIGHUP."""
+
+    def __init__(self, child):
+        self.child = child
+        self.start = _Act('start', child.spawn, child.timeout)
+        self.stop = _Act('stop', child.stop, child.timeout)
+        self.reload = _Act('reload', lambda: child.send(signal.SIGHUP),
+                           child.timeout)
+
+
+class ChildHandle:
+    """:class:`pxefilterd.dnsmasq.Handle`'s interface for a child dnsmasq.
+
+    Everything runs in the caller's thread, the loop thread (see the module
+    doc): a spawn returns as soon as dnsmasq is exec'd.
+    """
+
+    def __init__(self, child):
+        self.child = child
+        self._done = None
+
+    def news(self):
+        """Return ``(observation, done)`` as :meth:`Handle.news` does."""
+        done, self._done = self._done, None
+        return self.child.observe(), done
+
+    def start(self):
+        try:
+            self.child.spawn()
+        except commands.CommandError as exc:
+            self._done = dnsmasq.Done(str(exc))
+        else:
+            self._done = dnsmasq.Done(None)
+
+    def stop_quietly(self, why):
+        LOG.info('Killing the child dnsmasq: %s', why)
+        self.child.kill()
+
+    def run_now(self, command, waiting):
+        return command.run()
+
+    def stop_now(self):
+        """:raises commands.CommandError: dnsmasq could not be stopped."""
+        self.child.stop()
