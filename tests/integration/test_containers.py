@@ -10,8 +10,7 @@ and stopping or killing the pxefilterd container stops DHCP within 2 s.
 podman as measured on this machine kind (doc/source/containers.md): runc,
 lowered ulimits, and no registry: the Containerfile's FROM image is a
 debootstrapped Debian 12 root imported by tools/container-base.sh, and the
-Python
-dependencies come from the wheels of the pins built on the host
+Python dependencies come from the wheels of the pins built on the host
 (tools/guest-root.sh wheels), so the build needs only the Debian mirror.
 """
 
