@@ -7,7 +7,7 @@ Subcommands::
     pxefilterd-ctl [--config-file F] sync --once [--dry-run]
     pxefilterd-ctl [--config-file F] check-config
     pxefilterd-ctl [--config-file F] health [--live] [--stale-after S]
-    pxefilterd-ctl migrate-config IRONIC_CONF [--output FILE]
+    pxefilterd-ctl migrate-config IRONIC_CONF [--output FILE] [--group GROUP]
 
 ``status``, ``explain``, ``health`` and ``sync --dry-run`` only read: no
 lock, no write, so they can run beside the daemon.  ``status``,
@@ -26,6 +26,7 @@ convention of container health checks.
 
 import errno
 import fcntl
+import grp
 import json
 import logging
 import os
@@ -127,6 +128,11 @@ def _add_parsers(subparsers):
                               'an existing file is never overwritten); '
                               'default "-": standard output, the report '
                               'then goes to standard error.')
+    migrate_cmd.add_argument('--group', default='pxefilterd',
+                         help='Run as root: the group the created file '
+                              'is given, so that the daemon (User= of the '
+                              'shipped unit, whose group this is) can '
+                              'read it (default: pxefilterd).')
 
 
 def new_conf():
@@ -784,12 +790,38 @@ def cmd_migrate_config(conf, out):
                 if exc.errno == errno.EEXIST else ''))
             return EXIT_FAILURE
         with os.fdopen(fd, 'w') as f:
+            owner = _give_to_group(f.fileno(), args.group)
             f.write(result.text)
         report = out
-        report.write('wrote %s\n' % args.output)
+        if owner:
+            report.write('wrote %s (%s, mode 0640)\n' % (args.output, owner))
+        else:
+            report.write('wrote %s\n' % args.output)
+            report.write('to do: %s is 0640 and yours: make it readable by '
+                         "the daemon's user (chgrp GROUP %s, GROUP the "
+                         "daemon's group)\n" % (args.output, args.output))
     for kind, line in result.report:
         report.write('%s: %s\n' % (kind, line))
     return EXIT_OK
+
+
+def _give_to_group(fd, group):
+    """Make the open file *fd* root:*group* when run as root; return
+    ``"root:GROUP"``, or None when not root or no such group.
+
+    The daemon runs as its own user and reads pxefilterd.conf through its
+    group (0640, as the admin guide installs it): a file left root:root
+    would be read by ``check-config`` (run as root) and refused by the
+    daemon.
+    """
+    if os.geteuid() != 0:
+        return None
+    try:
+        gid = grp.getgrnam(group).gr_gid
+    except KeyError:
+        return None
+    os.fchown(fd, 0, gid)
+    return 'root:%s' % group
 
 
 _COMMANDS = {'status': cmd_status, 'explain': cmd_explain, 'sync': cmd_sync,

@@ -1,6 +1,7 @@
 """pxefilterd-ctl migrate-config: an ironic.conf's filter settings become a
 pxefilterd.conf; what cannot be carried is said, one line each."""
 
+import grp
 import io
 import os
 import stat
@@ -294,9 +295,12 @@ def test_to_a_file_it_is_created_0640_and_never_overwritten(tmp_path,
                                                              capsys):
     path = ironic_conf(tmp_path, FILTER)
     target = tmp_path / 'pxefilterd.conf'
-    code, out = run('migrate-config', path, '-o', str(target))
+    code, out = run('migrate-config', path, '-o', str(target),
+                    '--group', 'no-such-group-pxf')
     assert code == 0
-    assert out.startswith('wrote %s\ncarried: ' % target)
+    assert out.startswith('wrote %s\nto do: %s is 0640 and yours: make it '
+                          "readable by the daemon's user" % (target, target))
+    assert '\ncarried: ' in out
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o640 & ~_umask()
     assert '[dnsmasq_pxe_filter]' in target.read_text()
     assert capsys.readouterr().err == ''
@@ -307,6 +311,21 @@ def test_to_a_file_it_is_created_0640_and_never_overwritten(tmp_path,
         'pxefilterd-ctl: cannot create %s: File exists (never overwritten: '
         'choose another name, or remove it)\n' % target)
     assert target.read_text() == '# mine\n'
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason='chown needs root')
+def test_as_root_the_file_is_given_to_the_daemons_group(tmp_path):
+    # the daemon (User=pxefilterd) reads it through its group; root:root
+    # 0640 would pass check-config (run as root) and fail the daemon
+    group = grp.getgrgid(1)          # "daemon" on Debian: any group will do
+    target = tmp_path / 'pxefilterd.conf'
+    code, out = run('migrate-config', ironic_conf(tmp_path, FILTER),
+                    '-o', str(target), '--group', group.gr_name)
+    assert code == 0
+    assert out.startswith('wrote %s (root:%s, mode 0640)\ncarried: ' % (
+        target, group.gr_name))
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid) == (0, group.gr_gid)
 
 
 def _umask():
