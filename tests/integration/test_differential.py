@@ -427,14 +427,20 @@ def run_the_sequence(w):
     started = {}
     t0 = time.monotonic()
     w.pxf.start()
-    assert dhcp_probe.probe(w.net_p, [B], **FAST)[B].offer is False
-    while not w.dns_p.is_running():
+    # Probed all along, from pxefilterd's start until its dnsmasq runs (the
+    # first sync done): no answer to anyone at any moment.
+    while True:
+        running, seen = w.dns_p.is_running(), time.monotonic()
+        answers = dhcp_probe.probe(w.net_p, [B, UNKNOWN], **FAST)
+        assert {m: o.offer for m, o in answers.items()} == {
+            B: False, UNKNOWN: False}
+        if running:
+            break
         assert time.monotonic() - t0 < 90, w.pxf.log_text()[-3000:]
-        time.sleep(0.02)
     # fail closed: the hostsdir was complete before dnsmasq ran
     assert hostsdir_answers(w.hd_p, [A, B, UNKNOWN]) == {
         A: False, B: False, UNKNOWN: False}
-    started[PXF_SIDE] = round(time.monotonic() - t0, 3)
+    started[PXF_SIDE] = round(seen - t0, 3)
     w.pxf.wait_ready()
     wildcard = w.hd_i / 'unknown_hosts_filter'
     while not wildcard.exists():
