@@ -19,7 +19,11 @@ dnsmasq quirks that shape this module (see DESIGN.md):
   in: one IN_MOVED_TO per change, never a partial read.
 * dnsmasq reads the files as its own unprivileged user: every file is 0644.
 * dnsmasq never forgets a record; deleting a file changes nothing until a
-  SIGHUP, so MACs are never "removed" here, only rewritten.
+  SIGHUP, so MACs are never "removed" here, only rewritten -- except by a
+  compaction, which removes files and then reloads dnsmasq.
+* which keys have a file is the policy's choice (``Desired.files``): with
+  ``deny_unknown_macs`` only the keys that may boot and those that had one
+  (see :mod:`pxefilterd.policy`).
 
 The in-memory index mirrors what is on disk, so a sync that changes nothing
 touches nothing.
