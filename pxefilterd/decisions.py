@@ -52,7 +52,10 @@ class DecisionLog:
         """
         notes = notes or {}
         self._log_conflicts(desired.conflicts)
-        changes = policy.diff(self._decided, desired)
+        changes = policy.diff(self._decided, desired, desired.macs)
+        if changes.get(macs.WILDCARD) is policy.Action.ALLOW:
+            # (logged first, whatever order the files are written in)
+            changes = {macs.WILDCARD: changes.pop(macs.WILDCARD), **changes}
         if not changes:
             return
         previous = self._decided

@@ -45,7 +45,15 @@ def from_ironic(client, key, options):
     else:
         reason = policy.explain(key, snapshot, options)
     return answer(key, reason,
-                  ironic_facts(port, nodes, len(inspected), options))
+                  ironic_facts(port, nodes, len(inspected), options),
+                  records=records_mode(options))
+
+
+def records_mode(options):
+    """How the hostsdir gives records under ``options``: ``sparse`` (only
+    the keys that may boot, and those dnsmasq may still hold) or ``every
+    port``."""
+    return 'sparse' if policy.sparse(options) else 'every port'
 
 
 def answer(key, reason, facts, last_change=None, **more):
@@ -111,7 +119,9 @@ def add_disk(result, store, key):
     ones named after it in ``store`` (no symlink followed).  ``file``: the
     MAC's own file (path, content, what it says); ``serves``: the record
     that decides (the MAC's file, else its base hosts file line, else
-    ``unknown_hosts_filter``) and what dnsmasq answers with it.
+    ``unknown_hosts_filter``) and what dnsmasq answers with it; ``rule``
+    says why a denied key needs no record of its own when the wildcard
+    decides (with sparse records, a port that may not boot has none).
 
     :raises ValueError: ``key`` is not a valid key.
     """
@@ -144,6 +154,14 @@ def add_disk(result, store, key):
                                   hostsdir.file_name(macs.WILDCARD))
             action = hostsdir.parse(macs.WILDCARD, _bytes(_read(record)))
             says = action.value if action else None
+    rule = None
+    if (record.endswith(hostsdir.WILDCARD_FILE) and key != macs.WILDCARD
+            and says == 'deny'):
+        rule = ('the wildcard rule, no record needed: %s'
+                % ('a port that may not boot is ignored like any unknown MAC '
+                   '(deny_unknown_macs)' if result.get('records') == 'sparse'
+                   and (result.get('ironic') or {}).get('port')
+                   else 'unknown MACs are ignored'))
     answers = ('a DHCP offer: it may PXE boot' if says == 'allow'
                else 'nothing: its DHCP requests are ignored'
                if says == 'deny' else
@@ -158,6 +176,7 @@ def add_disk(result, store, key):
         'dnsmasq_answers': answers,
         'agrees': says == result.get('action'),
         'foreign': doubt,
+        'rule': rule,
     }
     return result
 
@@ -237,8 +256,9 @@ def render(result, out):
             out.write('  file:      %s: none\n' % disk['path'])
     serves = result.get('serves')
     if serves is not None:
-        out.write('  dnsmasq:   answers %s (from %s)\n'
-                  % (serves['dnsmasq_answers'], serves['record']))
+        out.write('  dnsmasq:   answers %s (from %s%s)\n'
+                  % (serves['dnsmasq_answers'], serves['record'],
+                     ': %s' % serves['rule'] if serves.get('rule') else ''))
         if serves.get('foreign'):
             out.write('  WARNING:   %s\n' % serves['foreign'])
         if not serves['agrees']:

@@ -19,7 +19,11 @@ dnsmasq quirks that shape this module (see DESIGN.md):
   in: one IN_MOVED_TO per change, never a partial read.
 * dnsmasq reads the files as its own unprivileged user: every file is 0644.
 * dnsmasq never forgets a record; deleting a file changes nothing until a
-  SIGHUP, so MACs are never "removed" here, only rewritten.
+  SIGHUP, so MACs are never "removed" here, only rewritten -- except by a
+  compaction, which removes files and then reloads dnsmasq.
+* which keys have a file is the policy's choice (``Desired.files``): with
+  ``deny_unknown_macs`` only the keys that may boot and those that had one
+  (see :mod:`pxefilterd.policy`).
 
 The in-memory index mirrors what is on disk, so a sync that changes nothing
 touches nothing.
@@ -225,6 +229,10 @@ class HostsDir:
         # rename is then no tampering (see pxefilterd.repair).
         self.track_own_writes = False
         self.own_writes = {}
+        # Keys written since the writer last had dnsmasq re-read the
+        # directory: dnsmasq may not have read their newest content yet
+        # (see Writer.compact).
+        self.fresh = set()
         self._lock_fd = None
 
     # -- set-up -----------------------------------------------------------
@@ -451,17 +459,20 @@ class HostsDir:
         self.base = dict(entries)
         self.files_written += 1
 
-    def rebase(self, entries, unknown):
+    def rebase(self, entries, unknown, keep=()):
         """Move every record into the base file; keep only the wildcard.
 
         ``entries`` (``{mac: Action}``) becomes the whole base file, the
         wildcard file is set to ``unknown`` and every per-MAC file is
-        removed.  Each step leaves a consistent directory: should dnsmasq
-        re-read it in between, every MAC still reads as decided.  Follow
-        with a reload (or start dnsmasq) to drop the removed records.
+        removed, except those of ``keep`` (they must agree with
+        ``entries``).  Each step leaves a consistent directory: should
+        dnsmasq re-read it in between, every MAC still reads as decided.
+        Follow with a reload (or start dnsmasq) to drop the removed
+        records.
         """
         self.write_base(entries)
-        self.remove([k for k in self.index if k != macs.WILDCARD])
+        self.remove([k for k in self.index
+                     if k != macs.WILDCARD and k not in keep])
         if self.index.get(macs.WILDCARD) is not unknown:
             self.write(macs.WILDCARD, unknown)
 
@@ -496,6 +507,7 @@ class HostsDir:
                             os.path.join(self.path, name),
                             render(key, action))
         self.index[key] = action
+        self.fresh.add(key)
         self.files_written += 1
         if self.track_own_writes:
             self.own_writes[name] = ino

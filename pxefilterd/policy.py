@@ -23,6 +23,19 @@ Rules (from the dnsmasq PXE filter specification):
   never forgets a record it has read, so deleting its file would keep the old
   answer; the file must say what an unknown MAC gets.
 
+Which of those decisions need a record of their own (a hostsdir file) is a
+second question, answered here too (:attr:`Desired.files`):
+
+* with ``deny_unknown_macs`` the wildcard denies every MAC without a
+  record, now and whatever happens later, so a port that is denied needs no
+  record: only the allowed keys get one ("sparse" records), plus every key
+  that already has one (dnsmasq may hold an allow record for it, which only
+  a newer deny record or a reload overrides).  A record whose decision is
+  the wildcard's is *stale*: a reload lets it go (:func:`stale`);
+* otherwise the unknown policy can turn to allow at the next poll (an
+  inspection starts), and every known MAC must already hold its deny: a
+  record for every port, as ironic's own filters write.
+
 Nothing here does I/O or reads global configuration.
 """
 
@@ -79,6 +92,11 @@ class Options:
     """The policy's settings.
 
     ``shards`` / ``conductor_groups``: empty means every node (no scope).
+    ``sparse_records``: give dnsmasq only the records that change an
+    answer when ``deny_unknown_macs`` makes that safe (see the module
+    docstring); False writes a record for every port in every mode (the
+    behaviour before sparse records, kept for comparisons: not a
+    configuration option).
     """
 
     deny_unknown_macs: bool = False
@@ -86,6 +104,13 @@ class Options:
     supported_interfaces: typing.FrozenSet[str] = frozenset({'agent'})
     shards: typing.FrozenSet[str] = frozenset()
     conductor_groups: typing.FrozenSet[str] = frozenset()
+    sparse_records: bool = True
+
+
+def sparse(options):
+    """Return whether only the records that change an answer are needed:
+    the wildcard denies, and will deny whatever ironic says next."""
+    return options.sparse_records and options.deny_unknown_macs
 
 
 def in_scope(info, options):
@@ -117,12 +142,27 @@ class Desired:
     :ivar conflicts: the :attr:`Snapshot.conflicts` it was decided from
         (every one of those keys is denied), or None when it was not
         decided from ironic (:func:`fail_closed`).
+    :ivar records: the keys that need a record of their own and what it
+        must say (sparse records: see the module docstring), or None when
+        every entry of ``macs`` needs one.
     """
 
     macs: typing.Mapping[str, Action]
     unknown: Action
     conflicts: typing.Optional[typing.Mapping[str, typing.Tuple[
         typing.Tuple[str, typing.Optional[str]], ...]]] = None
+    records: typing.Optional[typing.Mapping[str, Action]] = None
+
+    @property
+    def files(self):
+        """``{key: Action}`` of every per-key record the hostsdir must
+        hold (the wildcard aside)."""
+        return self.macs if self.records is None else self.records
+
+    @property
+    def sparse(self):
+        """True when only the records that change an answer are kept."""
+        return self.records is not None
 
     def entries(self):
         """Yield ``(key, action)`` for every file, the wildcard included."""
@@ -147,8 +187,10 @@ def unknown_action(inspected_uuids, options):
 def decide(snapshot, options, cached=()):
     """Return the Desired state for ``snapshot``.
 
-    :param cached: MACs that already have a file; those ironic no longer
-        knows are given the unknown state (their files cannot be deleted).
+    :param cached: MACs that already have a file (dnsmasq may hold a
+        record for each); those ironic no longer knows are given the
+        unknown state (their files cannot simply be deleted).  With sparse
+        records (:func:`sparse`) each keeps a record, saying its decision.
     """
     inspected_uuids = inspected_nodes(snapshot, options)
     unknown = unknown_action(inspected_uuids, options)
@@ -156,14 +198,23 @@ def decide(snapshot, options, cached=()):
     # keeps a sync that changes nothing far cheaper than a directory scan.
     result = dict.fromkeys(cached, unknown)
     result.update(dict.fromkeys(snapshot.ports, Action.DENY))
+    allowed = []
     if inspected_uuids:
         for mac, node in snapshot.ports.items():
             if node is not None and node in inspected_uuids:
-                result[mac] = Action.ALLOW
+                allowed.append(mac)
+        result.update(dict.fromkeys(allowed, Action.ALLOW))
     for key in snapshot.conflicts:
         result[key] = Action.DENY
+    records = None
+    if sparse(options):
+        # (unknown is DENY: only what the wildcard would not say needs a
+        # record, and whatever dnsmasq may already hold)
+        records = {mac: Action.ALLOW for mac in allowed
+                   if result[mac] is Action.ALLOW}
+        records.update((key, result[key]) for key in cached)
     return Desired(macs=result, unknown=unknown,
-                   conflicts=snapshot.conflicts)
+                   conflicts=snapshot.conflicts, records=records)
 
 
 def fail_closed(cached=()):
@@ -172,22 +223,54 @@ def fail_closed(cached=()):
                    unknown=Action.DENY)
 
 
-def diff(current, desired):
-    """Return ``{key: Action}`` for the entries whose file must be written.
+def diff(current, desired, entries=None):
+    """Return ``{key: Action}`` for the entries whose file must be written,
+    in the order they must be written: the wildcard first when it comes to
+    deny, last when it comes to allow (the per-MAC denies it would
+    otherwise override must be read by dnsmasq before it).
 
     :param current: ``{key: Action}`` of what is on disk, where key is a MAC
         or :data:`pxefilterd.macs.WILDCARD`; a key missing from ``current``
         has no file.
     :param desired: a :class:`Desired`.
+    :param entries: the per-key entries to compare (default: the records,
+        :attr:`Desired.files`; the decision log compares every decision).
     """
+    entries = desired.files if entries is None else entries
     changes = {}
-    if current.get(macs.WILDCARD) is not desired.unknown:
+    wildcard = current.get(macs.WILDCARD) is not desired.unknown
+    if wildcard and desired.unknown is Action.DENY:
         changes[macs.WILDCARD] = desired.unknown
-    if desired.macs.items() <= current.items():
-        return changes      # the common case, checked at C speed
-    changes.update((key, action) for key, action in desired.macs.items()
-                   if current.get(key) is not action)
+    if not entries.items() <= current.items():   # checked at C speed
+        changes.update((key, action) for key, action in entries.items()
+                       if current.get(key) is not action)
+    if wildcard and desired.unknown is Action.ALLOW:
+        changes[macs.WILDCARD] = desired.unknown
     return changes
+
+
+def stale(desired, cached, known):
+    """Return the keys of ``cached`` whose records a reload of dnsmasq
+    lets go (their files can then be removed).
+
+    Every record, a record for every port: the MACs ironic no longer
+    knows.  Sparse records: every record that says what the wildcard says.
+    """
+    if desired.records is None:
+        return [key for key in cached if key not in known]
+    unknown = desired.unknown
+    return [key for key in cached
+            if desired.macs.get(key, unknown) is unknown]
+
+
+def kept(desired, known):
+    """Return ``{key: Action}``: the records that must stay once dnsmasq
+    is reloaded (what a base hosts file holds after a rebase)."""
+    if desired.records is None:
+        return {key: action for key, action in desired.macs.items()
+                if key in known}
+    return {key: action for key, action in desired.records.items()
+            if action is not desired.unknown}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -173,6 +173,7 @@ class Report:
             key, reason, facts, last,
             written=written.value if written else None,
             record=record,
+            records=explain_mod.records_mode(self.settings.options),
             failed_closed=self.stats.failed_closed,
             last_contact=self.stats.last_contact or None,
             dnsmasq={'state': self.stats.dnsmasq_state,

@@ -68,6 +68,7 @@ class Settings:
     max_burst: int = 8000
     burst_rate: int = 2000
     compaction_interval: float = 3600.0   # seconds; 0 = never
+    compaction_threshold: int = 1000      # stale sparse records; 0 = never
     port_fetches_per_poll: int = 10
 
 
@@ -125,6 +126,7 @@ class Service:
         self.inspected = frozenset()      # nodes whose ports may boot
         self.tally = (0, 0, 'deny')       # allowed, denied, unknown MACs
         self._compaction_due = None
+        self._last_desired = None
 
     @property
     def stats(self):
@@ -338,7 +340,7 @@ class Service:
                              self.store.cached())
 
     def _converge(self):
-        desired = self._desired()
+        desired = self._last_desired = self._desired()
         inspected = policy.inspected_nodes(self.view.snapshot(),
                                            self.settings.options)
         changed = inspected ^ self.inspected
@@ -361,17 +363,25 @@ class Service:
         return written
 
     def _maybe_compact(self):
-        """See :meth:`pxefilterd.writer.Writer.compact`."""
+        """See :meth:`pxefilterd.writer.Writer.compact`: every
+        ``compaction_interval``, and with sparse records as soon as
+        ``compaction_threshold`` records are stale (each node that leaves
+        inspection leaves its deny records behind)."""
+        if not self.cmds.reload or self.intake.failed_closed:
+            return
         interval = self.settings.compaction_interval
-        if interval <= 0 or not self.cmds.reload:
-            return
         now = self._clock()
-        if self._compaction_due is None:
-            self._compaction_due = now + interval
-        if now < self._compaction_due or self.intake.failed_closed:
-            return
-        self._compaction_due = now + interval
-        self.writer.compact(self._desired(), self.view.macs)
+        if interval > 0:
+            if self._compaction_due is None:
+                self._compaction_due = now + interval
+            if now >= self._compaction_due:
+                self._compaction_due = now + interval
+                self.writer.compact(self._desired(), self.view.macs)
+                return
+        threshold = self.settings.compaction_threshold
+        desired = self._last_desired
+        if threshold > 0 and desired is not None and desired.sparse:
+            self.writer.compact(desired, self.view.macs, threshold)
 
     def _reload(self):
         if self._reload_settings is None:

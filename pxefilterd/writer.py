@@ -63,7 +63,8 @@ class Writer:
         self._settings = settings
         self._clock = clock
         self._runner = runner or dnsmasq.Immediate()
-        self._reload_job = None      # (future, why, doubt, seq) in flight
+        # (future, why, doubt, foreign seq, keys it makes dnsmasq read)
+        self._reload_job = None
         self._reload_queued = None   # (why, doubt) to run after it
         self._serving = serving
         self._started = False
@@ -72,6 +73,7 @@ class Writer:
         self._foreign_seen = 0
         self._foreign_forgotten = 0
         self.pending = 0
+        self._deferred = False     # pending includes a loosened wildcard
         self.reloads = 0
         self.reload_failures = 0
         self._tokens = 0.0
@@ -92,6 +94,7 @@ class Writer:
         empty and nothing it holds is in doubt."""
         self._started = True
         self._unsure.clear()
+        self.store.fresh.clear()
         self._reload_queued = None
         self._tokens = float(self._settings().max_burst)
         self._refilled = self._clock()
@@ -104,6 +107,13 @@ class Writer:
 
     def converge(self, desired, known):
         """Write what differs between the files and ``desired``.
+
+        The wildcard is loosened (deny -> allow) only once every other
+        change has reached dnsmasq in order: after them in the same paced
+        or direct write, or, when they went the reload way (or a reload
+        is in flight), at a later call once the reload has run.  Until
+        then a known MAC whose deny record dnsmasq has not read yet would
+        get the wildcard's allow.
 
         :param known: MACs ironic knows (the base hosts file holds only
             those: the others are left to the wildcard).
@@ -122,41 +132,57 @@ class Writer:
             if key not in changes:
                 changes[key] = (desired.unknown if key == macs.WILDCARD
                                 else desired.macs.get(key, desired.unknown))
-        if not changes:
+        self._deferred = False
+        loosen = changes.get(macs.WILDCARD) is policy.Action.ALLOW
+        if loosen:
+            del changes[macs.WILDCARD]
+        if not changes and not loosen:
             self.pending = 0
             return 0
         settings = self._settings()
         if not self.serving:
+            if loosen:
+                changes[macs.WILDCARD] = policy.Action.ALLOW
             self._write_all(changes, desired, known)
             self._unsure.clear()
             self.pending = 0
             return len(changes)
-        if (len(changes) > settings.max_burst and self.reload_usable()
-                and not self._unsure):
+        if (len(changes) + loosen > settings.max_burst
+                and self.reload_usable() and not self._unsure):
             # (while files are written again after a failed reload, they
             # are paced to the end: a new rebase would undo them)
             if self.store.base_path:
-                self._rebase(desired, known)
-                doubt = set(desired.macs) | {macs.WILDCARD}
+                self._rebase(desired, known, self._wildcard_now(desired))
+                doubt = set(desired.files) | {macs.WILDCARD}
                 LOG.info('Moved %d changes into the base hosts file; '
-                         'reloading dnsmasq', len(changes))
+                         'reloading dnsmasq', len(changes) + loosen)
             else:
                 self.store.apply(changes)
                 doubt = set(changes)
                 LOG.info('Wrote %d files at once; reloading dnsmasq so that '
                          'it re-reads them all', len(changes))
             self._unsure.clear()
-            self.pending = 0
-            self.run_reload('after %d changes' % len(changes), doubt)
+            # (a loosened wildcard is written once the reload has run)
+            self.pending = int(loosen)
+            self._deferred = loosen
+            self.run_reload('after %d changes' % (len(changes) + loosen),
+                            doubt)
             return len(changes)
         total = len(changes)
-        allowed = self._take(total)
-        if allowed < total:
-            if not self.pending:
+        allowed = self._take(total + loosen)
+        if allowed < total + loosen:
+            if not self.pending and total:
                 LOG.info('Writing %d files paced at %d/s (dnsmasq reads one '
                          'inotify event per file and its queue holds 16384)',
                          total, settings.burst_rate)
             changes = dict(itertools.islice(changes.items(), allowed))
+        elif loosen and self._reload_job is None:
+            # everything else is written first, in this very call
+            changes[macs.WILDCARD] = policy.Action.ALLOW
+        else:
+            self._tokens += loosen
+            self._deferred = loosen
+        total += loosen
         self.pending = total
         written = self.store.apply(changes)
         self._unsure.difference_update(changes)
@@ -164,8 +190,11 @@ class Writer:
         return written
 
     def next_due(self):
-        """Seconds until paced writes can go on (inf: nothing pending)."""
-        if not self.pending:
+        """Seconds until paced writes can go on (inf: nothing pending, or
+        only a wildcard that waits for the reload in flight, whose end
+        wakes the loop)."""
+        if not self.pending or (self._deferred and self.pending == 1
+                                and self._reload_job is not None):
             return float('inf')
         rate = self._settings().burst_rate
         need = max(1.0, min(self.pending, rate * _PACE_CHUNK_SECONDS))
@@ -188,13 +217,23 @@ class Writer:
 
     def _write_all(self, changes, desired, known):
         if self.store.base_path:
-            self._rebase(desired, known)
+            self._rebase(desired, known, desired.unknown)
         else:
             self.store.apply(changes)
 
-    def _rebase(self, desired, known):
-        self.store.rebase({mac: action for mac, action in desired.macs.items()
-                           if mac in known}, desired.unknown)
+    def _wildcard_now(self, desired):
+        """What the wildcard may say now: the decided state, except that
+        a loosening waits (see :meth:`converge`)."""
+        if (desired.unknown is policy.Action.ALLOW
+                and self.store.current().get(macs.WILDCARD)
+                is not policy.Action.ALLOW):
+            return policy.Action.DENY
+        return desired.unknown
+
+    def _rebase(self, desired, known, unknown):
+        """Rebase on the records that stay after a reload, the wildcard
+        saying ``unknown``."""
+        self.store.rebase(policy.kept(desired, known), unknown)
 
     # -- the reload command ------------------------------------------------
 
@@ -210,8 +249,11 @@ class Writer:
             queued_why, queued = self._reload_queued or (why, set())
             self._reload_queued = (queued_why, queued | set(doubt))
             return
+        # dnsmasq re-reads every file once the reload has run: what was
+        # written until now is no longer fresh, unless the reload fails
+        read, self.store.fresh = self.store.fresh, set()
         self._reload_job = (self._runner.submit(self.reload), why,
-                            set(doubt), self._foreign_seen)
+                            set(doubt), self._foreign_seen, read)
         self._settle_reload()
 
     def forget(self, why):
@@ -254,7 +296,7 @@ class Writer:
         """Take in the outcome of a finished reload."""
         if self._reload_job is None or not self._reload_job[0].done():
             return
-        future, why, doubt, foreign_seen = self._reload_job
+        future, why, doubt, foreign_seen, read = self._reload_job
         self._reload_job = None
         exc = future.exception()
         if exc is None:
@@ -264,6 +306,7 @@ class Writer:
             self._backoff.succeeded()
             self._reload_after = 0.0
         else:
+            self.store.fresh |= read
             self.reload_failures += 1
             self._reload_after = self._clock() + self._backoff.failed()
             self._unsure |= doubt
@@ -280,34 +323,71 @@ class Writer:
             else:
                 self._unsure |= queued
 
-    def compact(self, desired, known):
-        """Drop the files of MACs ironic no longer knows, then reload.
+    def compact(self, desired, known, threshold=None):
+        """Drop the records dnsmasq no longer needs: remove their files,
+        then reload.
 
-        dnsmasq keeps every record it has read until a reload; a MAC gone
-        from ironic keeps a file (and a record) in the unknown state.  With
-        a base hosts file every record moves into it.  Should the reload
-        fail, the removed files are written back (paced, as any file in
-        doubt): without the reload dnsmasq still holds their records, and
-        nothing else could correct them later.
+        dnsmasq keeps every record it has read until a reload.  A MAC gone
+        from ironic keeps a file (and a record) in the unknown state; with
+        sparse records so does every MAC that was allowed and is denied
+        again: such records are *stale* (:func:`pxefilterd.policy.stale`).
 
-        :returns: the number of MACs dropped, or None if nothing was done.
+        The order never lets a denied MAC be offered: a file saying deny
+        is removed only once dnsmasq has surely read it -- it was not
+        written since the last reload (or start) of dnsmasq.  A fresh one
+        could still be waiting in dnsmasq's inotify queue, and dnsmasq
+        cannot read a file that is gone: it would keep its older record
+        (an allow) for as long as the reload takes, or fails.  Removing a
+        file dnsmasq has read changes no answer (it still holds that
+        record, which says what the wildcard says); the reload then reads
+        the directory without it.  With sparse records, when every stale
+        file is fresh, the reload runs first (cheap: the directory holds
+        few files) and a later call removes them.  With a base hosts file
+        every record that stays moves into it (fresh deny files are kept
+        beside it).  Should the reload fail, the removed files are written
+        back (paced, as any file in doubt): without the reload dnsmasq
+        still holds their records, and nothing else could correct them
+        later.
+
+        :param threshold: None: a periodic compaction (with a base hosts
+            file it also folds the per-MAC files into it); a number: only
+            if at least that many records are stale.
+        :returns: the number of records dropped (0: a reload ran first),
+            or None if nothing was done.
         """
         self._settle_reload()
         if (not self.reload_usable() or not self.serving
                 or self._reload_job is not None or self._unsure):
             return None
-        gone = [mac for mac in self.store.cached() if mac not in known]
-        per_mac = len(self.store.index) - (macs.WILDCARD in self.store.index)
-        if not gone and not (self.store.base_path and per_mac):
+        stale = policy.stale(desired, self.store.cached(), known)
+        if threshold is not None and len(stale) < max(threshold, 1):
             return None
+        index = self.store.index
+        unread = {key for key in self.store.fresh
+                  if index.get(key) is policy.Action.DENY}
+        ready = [key for key in stale if key not in unread]
+        per_mac = len(self.store.index) - (macs.WILDCARD in self.store.index)
         if self.store.base_path:
-            self._rebase(desired, known)
-            doubt = set(desired.macs) | {macs.WILDCARD}
+            if not stale and not per_mac:
+                return None
+            self.store.rebase(policy.kept(desired, known),
+                              self._wildcard_now(desired), keep=unread)
+            doubt = set(desired.files) | {macs.WILDCARD}
+        elif ready:
+            self.store.remove(ready)
+            doubt = set(ready)
+        elif stale and desired.sparse:
+            LOG.info('Compaction: the %d record(s) no longer needed were '
+                     'written since dnsmasq last read the directory; '
+                     'reloading it first, removing them after', len(stale))
+            self.run_reload('compaction, first step')
+            return 0
         else:
-            self.store.remove(gone)
-            doubt = set(gone)
-        LOG.info('Compaction: dropping %d MAC(s) gone from ironic, folding '
-                 '%d file(s) into the base file; reloading dnsmasq',
-                 len(gone), per_mac if self.store.base_path else 0)
+            return None
+        LOG.info('Compaction: dropping %d record(s) no longer needed (%s), '
+                 'folding %d file(s) into the base file; reloading dnsmasq',
+                 len(ready), 'sparse records: allowed MACs only'
+                 if desired.sparse else 'MACs gone from ironic',
+                 per_mac if self.store.base_path else 0)
         self.run_reload('compaction', doubt)
-        return len(gone)
+        return len(ready)

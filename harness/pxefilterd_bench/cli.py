@@ -28,7 +28,7 @@ from pxefilterd_bench import env
 from pxefilterd_bench import report as report_mod
 
 FAMILIES = ('local', 'api', 'start', 'latency', 'bursts', 'cost', 'bigflip',
-            'memory', 'events', 'load', 'boot', 'inspection')
+            'memory', 'events', 'load', 'boot', 'inspection', 'records')
 DEFAULT_SIZES = (1000, 10000, 100000)
 QUICK_SIZES = (1000, 10000)
 
@@ -79,7 +79,10 @@ def build_parser():
                'minute), boot (10: qemu VMs with real PXE firmware: inspect '
                '-> boot marker, abort -> denied), inspection (11: qemu VMs '
                'boot the ironic-python-agent ramdisk: power-on -> offer -> '
-               'agent posted -> state change -> denied).')
+               'agent posted -> state change -> denied), records (12: '
+               "dnsmasq's answer rate, latency, start and SIGHUP, and a "
+               'storm of denied DISCOVERs, with a record for every port '
+               'and with sparse records).')
     p.add_argument('--sizes', type=_ints, default=None,
                    help='port counts (default 1000,10000,100000; '
                         '--quick: 1000,10000)')
@@ -187,6 +190,10 @@ def make_plan(args):
         # (minutes) when its inputs changed: not part of --quick
         'inspection_count': (args.agent_boots if args.agent_boots is not None
                              else 0 if quick else 5),
+        # known ports besides the 20 inspected ones; 0 = no records
+        'records_sizes': ([0, 1000] if quick else
+                          [0] + [s for s in (10000, 100000) if s in sizes]
+                          if args.sizes is None else [0] + sizes),
     }
     return plan
 
@@ -437,6 +444,15 @@ class Runner:
             return
         self.case(scenario, '%d inspections' % count,
                   inspection.run_inspection, self.report, self.root, count)
+
+    def records(self):
+        from pxefilterd_bench import records
+        if self._problem(records.SCENARIO, ('dhcp',)):
+            return
+        sizes = self.plan['records_sizes']
+        self.case(records.SCENARIO, '%s known ports' % ', '.join(
+            records.fmt(s) for s in sizes), records.run, self.report,
+            sizes, self.root)
 
     def recommendation(self):
         from pxefilterd_bench import dnsmasq_bench as dm

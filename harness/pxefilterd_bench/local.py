@@ -15,8 +15,14 @@ pxefilterd's sync is what :meth:`pxefilterd.service.Service._apply` does
 without dnsmasq running: ``policy.decide`` + ``policy.diff`` against the
 in-memory index + ``HostsDir.apply`` (staging-dir renames).  Its first sync
 with a base hosts file (``HostsDir.rebase``: one file) is shown too.
+
+Both write a record for every port (``sparse_records=False``): the baseline
+cannot do otherwise, and the costs compared are those of the files.  Sparse
+records (only the allowed MACs with ``deny_unknown_macs``) are family 12,
+``records``.
 """
 
+import dataclasses
 import shutil
 
 from pxefilterd import hostsdir
@@ -37,6 +43,11 @@ def snapshot(ports, inspecting):
                            nodes=dict.fromkeys(inspecting, waiting))
 
 
+def per_port(options):
+    """``options`` with a record for every port."""
+    return dataclasses.replace(options, sparse_records=False)
+
+
 class Ours:
     """pxefilterd's store driven like the service does."""
 
@@ -45,14 +56,14 @@ class Ours:
         self.store.check()
 
     def sync(self, ports, inspecting, options):
-        desired = policy.decide(snapshot(ports, inspecting), options,
-                                 self.store.cached())
+        desired = policy.decide(snapshot(ports, inspecting),
+                                per_port(options), self.store.cached())
         return self.store.apply(policy.diff(self.store.current(), desired))
 
     def first_sync_base(self, ports, inspecting, options):
         """The service's first sync with a base file: rebase."""
-        desired = policy.decide(snapshot(ports, inspecting), options,
-                                 self.store.cached())
+        desired = policy.decide(snapshot(ports, inspecting),
+                                per_port(options), self.store.cached())
         before = self.store.files_written
         self.store.rebase(dict(desired.macs), desired.unknown)
         return self.store.files_written - before

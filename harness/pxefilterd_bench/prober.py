@@ -17,6 +17,12 @@ prints one JSON line when done:
 
 After ``--max-seconds`` it gives up: ``{"timeout": true, ...}``.
 
+A ``SCHED <json>`` line runs a whole schedule instead (load and storm
+measurements, see :func:`run_schedule`): ``{"sends": [[offset, mac],
+...], "listen": seconds, "stop_on_offer": bool}``; the answer is one JSON
+line ``{"t0": ..., "sends": [[offset, mac, latency or null], ...],
+"skipped": n}``.
+
 :class:`Prober` runs it from the benchmark.  Frames are built and parsed by
 :mod:`pxefilterd_harness.dhcp_probe` (standard library only).
 """
@@ -154,6 +160,65 @@ def _watch(sock, mac, until, interval, timeout, confirm, max_seconds):
     return result
 
 
+def run_schedule(sock, sends, listen, stop_on_offer=False):
+    """Send a DISCOVER for each ``(offset, mac)`` of ``sends`` (sorted by
+    offset, seconds after the start), each with its own xid, and collect
+    the OFFERs until ``listen`` seconds after the last send.
+
+    With ``stop_on_offer`` a MAC that got an offer sends no more (a
+    firmware that got its answer).  Returns ``(t0, results, skipped)``:
+    ``[offset, mac, latency or None]`` per DISCOVER sent.
+    """
+    raws = {}
+    by_xid = {}
+    results = []
+    answered_macs = set()
+    skipped = 0
+    xid = random.getrandbits(32)
+    t0 = time.monotonic()
+    index = 0
+    last = sends[-1][0] if sends else 0.0
+    while True:
+        now = time.monotonic()
+        while index < len(sends) and t0 + sends[index][0] <= now:
+            offset, mac = sends[index]
+            index += 1
+            if stop_on_offer and mac in answered_macs:
+                skipped += 1
+                continue
+            raw = raws.get(mac)
+            if raw is None:
+                raw = raws[mac] = bytes.fromhex(
+                    dhcp_probe.normalize_mac(mac).replace(':', ''))
+            xid = (xid + 1) & 0xFFFFFFFF
+            try:
+                sock.send(dhcp_probe.build_discover(raw, xid))
+            except OSError:
+                pass       # ENOBUFS: counted as unanswered
+            by_xid[xid] = len(results)
+            results.append([time.monotonic() - t0, mac, None])
+        if index >= len(sends) and now > t0 + last + listen:
+            break
+        wait = (t0 + sends[index][0] - now if index < len(sends)
+                else t0 + last + listen - now)
+        select.select([sock], [], [], max(0.0, min(wait, 0.05)))
+        while True:
+            try:
+                data = sock.recv(4096)
+            except BlockingIOError:
+                break
+            t = time.monotonic() - t0
+            parsed = dhcp_probe.parse_offer(data)
+            if parsed is None:
+                continue
+            i = by_xid.get(parsed[0])
+            if i is not None and results[i][2] is None \
+                    and raws.get(results[i][1]) == parsed[1]:
+                results[i][2] = t - results[i][0]
+                answered_macs.add(results[i][1])
+    return t0, results, skipped
+
+
 def serve(iface, interval, timeout, confirm, max_seconds, out=sys.stdout,
           inp=sys.stdin):
     """The prober's main loop (runs in the client namespace): one
@@ -163,6 +228,15 @@ def serve(iface, interval, timeout, confirm, max_seconds, out=sys.stdout,
         out.write('READY\n')
         out.flush()
         for line in inp:
+            if line.startswith('SCHED '):
+                plan = json.loads(line[6:])
+                t0, results, skipped = run_schedule(
+                    sock, plan['sends'], plan['listen'],
+                    plan.get('stop_on_offer', False))
+                out.write(json.dumps({'t0': t0, 'sends': results,
+                                      'skipped': skipped}) + '\n')
+                out.flush()
+                continue
             words = line.split()
             if len(words) != 3 or words[0] != 'GO' \
                     or words[1] not in ('offer', 'silence'):
@@ -240,6 +314,20 @@ class Prober:
         self.proc.stdin.write('GO %s %s\n' % (until, mac))
         self.proc.stdin.flush()
         return t
+
+    def schedule(self, sends, listen, stop_on_offer=False):
+        """Run :func:`run_schedule` in the prober; return its result
+        dict (``t0``, ``sends``, ``skipped``)."""
+        self.proc.stdin.write('SCHED %s\n' % json.dumps(
+            {'sends': sends, 'listen': listen,
+             'stop_on_offer': stop_on_offer}))
+        self.proc.stdin.flush()
+        span = sends[-1][0] if sends else 0.0
+        line = self._readline(span + listen + 30)
+        if not line:
+            raise ProberError('prober exited without a result: %s'
+                              % self._stderr())
+        return json.loads(line)
 
     def result(self):
         """Wait for and return the prober's JSON result."""

@@ -73,6 +73,7 @@ def settings_from_conf(conf):
         max_burst=conf.dnsmasq_pxe_filter.max_burst,
         burst_rate=conf.dnsmasq_pxe_filter.burst_rate,
         compaction_interval=conf.dnsmasq_pxe_filter.compaction_interval * 60,
+        compaction_threshold=conf.dnsmasq_pxe_filter.compaction_threshold,
         port_fetches_per_poll=pf.port_fetches_per_poll)
 
 

@@ -94,6 +94,17 @@ opts = [
                     'ironic no longer has are removed and dnsmasq is '
                     'reloaded, freeing the records it keeps for them.  '
                     'Needs dnsmasq_reload_command; 0 disables it.'),
+    cfg.IntOpt('compaction_threshold', default=1000, min=0, max=10000000,
+               mutable=True,
+               help='With deny_unknown_macs, dnsmasq is given a record only '
+                    'for the MACs that may boot (a denied port is ignored '
+                    'by the wildcard record); a MAC that may no longer '
+                    'boot keeps a deny record until dnsmasq is reloaded, '
+                    'since dnsmasq forgets a record only then.  As soon as '
+                    'this many such records are left, they are removed '
+                    'and dnsmasq is reloaded (besides compaction_interval). '
+                    'Needs dnsmasq_reload_command; 0: only at '
+                    'compaction_interval.'),
     cfg.FloatOpt('lock_wait', default=10.0, min=0.0, max=3600.0,
                  help='Seconds to wait for the hostsdir lock held by a '
                       'previous instance (or its guard) before giving up.'),

@@ -50,6 +50,7 @@ FILE_SECONDS = {
     "test_sites.py": 75,
     "test_dnsmasq_clients.py": 60,
     "test_supervision_default.py": 45,
+    "test_records.py": 30,
     "test_fake_contract.py": 25,
 }
 

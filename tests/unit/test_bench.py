@@ -390,3 +390,56 @@ def test_window_cost_per_minute_by_kind():
     assert kinds['ports feed (id)']['median_ms'] == pytest.approx(20)
     assert kinds['full listing page']['seconds_per_min'] == \
         pytest.approx(0.4)
+
+
+# -- family 12: sparse records ----------------------------------------------
+
+def test_records_plan():
+    parser = cli.build_parser()
+    assert cli.make_plan(parser.parse_args(['--quick']))[
+        'records_sizes'] == [0, 1000]
+    assert cli.make_plan(parser.parse_args([]))['records_sizes'] == [
+        0, 10000, 100000]
+    assert cli.make_plan(parser.parse_args(
+        ['--only', 'records', '--sizes', '5000']))['records_sizes'] == [
+        0, 5000]
+
+
+def test_records_fixture_gives_each_strategy_its_records(tmp_path):
+    from pxefilterd import hostsdir
+    from pxefilterd_bench import records
+    snapshot, allowed, storm = records.fixture(3000)
+    assert len(snapshot.ports) == 3020 and len(allowed) == 20
+    assert len(storm) == 1200 and not set(storm) & set(allowed)
+    assert set(storm) <= set(snapshot.ports)
+    for sparse, files in ((False, 3021), (True, 21)):
+        path = tmp_path / str(sparse)
+        path.mkdir()
+        store = hostsdir.HostsDir(str(path))
+        store.check()
+        written, _ = records.write(store, snapshot, sparse)
+        assert written == files == len(os.listdir(path))
+        assert all(store.index[m] is policy.Action.ALLOW for m in allowed)
+    _, _, unknown = records.fixture(0)
+    assert len(unknown) == 1200
+
+
+def test_records_schedules_and_figures():
+    from pxefilterd_bench import records
+    rr = records.round_robin(['a', 'b'], 4.0, 1.0)
+    assert rr == [[0.0, 'a'], [0.25, 'b'], [0.5, 'a'], [0.75, 'b']]
+    sends = records.storm_schedule(['d1', 'd2', 'd3'], ['a1'], rate=10.0)
+    assert len(sends) == 4 * len(records.RETRIES)
+    assert sends == sorted(sends)
+    firsts = {}
+    for t, mac in sends:
+        firsts.setdefault(mac, t)
+    assert sorted(firsts.values()) == [0.0, 0.1, 0.2, 0.3]
+    result = {'sends': [[0.0, 'a1', None], [0.5, 'd1', None],
+                        [1.0, 'a1', 0.25], [1.5, 'a2', 0.1]]}
+    assert records.first_offers(result, ['a1', 'a2', 'a3']) == {
+        'a1': 1.25, 'a2': 1.6, 'a3': None}
+    assert records.waits(result, ['a1', 'a2', 'a3']) == {
+        'a1': 1.25, 'a2': pytest.approx(0.1), 'a3': None}
+    assert records.answered_rate(result) == pytest.approx(2 / 1.6)
+    assert records.answered_rate({'sends': [[0.0, 'x', None]]}) == 0.0

@@ -190,8 +190,10 @@ def test_inspection_is_applied_by_the_poll(harness):
     h.start()
     wait_for(lambda: h.names() == ['start'])
     h.inspect(h.node_a)
-    wait_for(lambda: h.files().get(A1) == A1 + '\n', what='allow A1')
-    assert h.files()['unknown_hosts_filter'] == WILD_ALLOW
+    # (the wildcard's allow is written after the per-MAC files: wait for it)
+    wait_for(lambda: h.files().get('unknown_hosts_filter') == WILD_ALLOW,
+             what='allow unknown')
+    assert h.files()[A1] == A1 + '\n'
     assert h.files()[B1] == B1 + ',ignore\n'
     h.inspect(h.node_a, 'manageable')
     wait_for(lambda: h.files().get(A1) == DENY_A1, what='deny A1 again')
