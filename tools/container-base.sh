@@ -24,18 +24,9 @@ PODMAN=(podman --runtime runc)
 
 log() { printf '[container-base] %s\n' "$*" >&2; }
 
-mirror() {
-    local uri
-    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    if [ -z "$uri" ]; then
-        uri=$(awk '$1 == "deb" && $2 !~ /^\[/ {print $2; exit} $1 == "deb" {print $3; exit}' \
-            /etc/apt/sources.list 2>/dev/null || true)
-    fi
-    [ -n "$uri" ] || { log "no Debian mirror in the apt sources"; exit 1; }
-    echo "$uri"
-}
-
-key() { sha256sum | cut -c1-16; }
+# mirror, key
+# shellcheck source=tools/lib.sh
+. tools/lib.sh
 
 build_root() {
     local name=$1 dir=$CACHE/$1 tmp

@@ -36,18 +36,9 @@ readme_packages() {
         | tr ' ' '\n' | grep -v -e '^-' -e '^$' | sort -u | tr '\n' ' '
 }
 
-mirror() {
-    local uri
-    uri=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-    if [ -z "$uri" ]; then
-        uri=$(awk '$1 == "deb" && $2 !~ /^\[/ {print $2; exit} $1 == "deb" {print $3; exit}' \
-            /etc/apt/sources.list 2>/dev/null || true)
-    fi
-    [ -n "$uri" ] || { log "no Debian mirror in the apt sources"; exit 1; }
-    echo "$uri"
-}
-
-key() { sha256sum | cut -c1-16; }
+# mirror, key
+# shellcheck source=tools/lib.sh
+. tools/lib.sh
 
 build_root() {
     local packages include name dir tmp

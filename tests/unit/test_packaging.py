@@ -319,6 +319,19 @@ def test_devstack_plugin_shellcheck():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_tools_shellcheck():
+    shellcheck = shutil.which('shellcheck')
+    if shellcheck is None:
+        pytest.skip('shellcheck is not installed')
+    scripts = sorted(str(p.relative_to(REPO))
+                     for p in REPO.glob('tools/**/*.sh'))
+    assert 'tools/lib.sh' in scripts
+    proc = subprocess.run(
+        [shellcheck, '-x', '-s', 'bash', '.ci/run', *scripts],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def test_devstack_plugin_installs_the_shipped_files():
     plugin = (REPO / 'devstack' / 'plugin.sh').read_text()
     for path in ('etc/pxefilterd/rootwrap.conf',
