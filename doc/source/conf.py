@@ -6,6 +6,8 @@ definitions by oslo.config's Sphinx extensions, and the CLI pages are also
 the man pages (``sphinx-build -b man``).
 """
 
+import os
+
 import pbr.version
 
 project = 'pxefilterd'
@@ -34,6 +36,10 @@ config_generator_config_file = [
 ]
 
 html_theme = 'alabaster'
+# _static holds only what the build generates (ignored by git), so a fresh
+# clone has none; Sphinx checks html_static_path before the generator runs.
+os.makedirs(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                         '_static'), exist_ok=True)
 html_static_path = ['_static']
 
 # (source page, name, description, authors, section)
