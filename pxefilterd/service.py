@@ -235,7 +235,8 @@ class Service:
         is started and observed directly, else through the commands and
         the pid file."""
         if self.child is not None:
-            return (supervisor.Supervisor(managed=True, observed=True),
+            return (supervisor.Supervisor(managed=True, observed=True,
+                                          direct=True),
                     child_mod.ChildHandle(self.child))
         return (supervisor.Supervisor(managed=bool(self.cmds.start),
                                       observed=bool(self.pid_file)),

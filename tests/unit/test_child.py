@@ -257,12 +257,17 @@ def test_service_reload_is_a_sighup_to_the_child(child_harness, tmp_path):
 
 
 def test_a_child_that_never_stays_up_is_fatal(child_harness, monkeypatch):
+    """Whether the first look finds it still running or already gone,
+    each start fails at once (waitpid: no START_GRACE to wait out): two
+    attempts take the one 1 s backoff between them."""
     monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 2)
-    h = child_harness(argv=[sys.executable, '-c', 'raise SystemExit(2)'])
+    h = child_harness(argv=[shutil.which('false')])
     h.start()
     h.thread.join(20)
+    assert not h.thread.is_alive()
     assert h.code == service.EXIT_FAILURE
     assert h.svc.supervisor.failures == 2
+    assert h.svc.supervisor.starts == 2
 
 
 # -- the guard stops a child dnsmasq ----------------------------------------
