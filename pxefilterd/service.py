@@ -118,9 +118,13 @@ class Service:
         self.supervisor, self.dnsmasq = self._dnsmasq_rooms()
         if child is not None:
             child.observers.append(self.helpers.tell_child)
+        # A child's reload is a signal, sent by the loop thread (see
+        # pxefilterd.child: one thread acts on the child).
         self.writer = writer_mod.Writer(
             store, cmds.reload, lambda: self.settings, clock,
-            runner=self.runner, serving=lambda: self.supervisor.serving)
+            runner=(self.runner if child is None
+                    else dnsmasq_mod.Immediate()),
+            serving=lambda: self.supervisor.serving)
         self.ready = False                # the first start (or sync) is done
         self.inspected = frozenset()      # nodes whose ports may boot
         self.tally = (0, 0, 'deny')       # allowed, denied, unknown MACs
