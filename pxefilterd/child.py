@@ -279,7 +279,8 @@ class Child:
                 self.send(signal.SIGHUP)
             except commands.CommandError as exc:
                 # it exited meanwhile: its next start reads every file
-                LOG.warning('Held reload not sent: %s', exc)
+                LOG.info('Held reload not sent (its next start reads every '
+                         'file): %s', exc)
 
     def stop(self, timeout=None):
         """SIGTERM, wait up to ``timeout`` (default: the one given at
