@@ -23,8 +23,17 @@ pxefilterd under an init as the first process: the container ends with
 pxefilterd, and the kernel kills every process of its pid namespace.
 
 The supervisor (:mod:`pxefilterd.supervisor`) sees such a dnsmasq as a
-managed, observed one: :class:`ChildHandle` gives it the same inputs as
-:class:`pxefilterd.dnsmasq.Handle` does for a commanded dnsmasq.
+managed one observed directly: :class:`ChildHandle` gives it the same
+inputs as :class:`pxefilterd.dnsmasq.Handle` does for a commanded dnsmasq.
+
+One thread only: every method of :class:`Child` is called by the loop
+thread, the reload included (the service gives the writer a
+:class:`pxefilterd.dnsmasq.Immediate` runner in child mode: a signal never
+blocks).  So the observers (the guard) are told of each child and of its
+end in the order they happened, and the pidfd is never closed under a
+signal being sent through it.  A reload run by the command thread could
+tell the guard "none" after the loop thread announced the next child: the
+guard would then stop nothing if pxefilterd is killed.
 """
 
 import ctypes
@@ -33,6 +42,7 @@ import os
 import shlex
 import signal
 import subprocess
+import time
 
 from pxefilterd import commands
 from pxefilterd import dnsmasq
@@ -46,6 +56,12 @@ FOREGROUND = frozenset(('-k', '--keep-in-foreground', '-d', '--no-daemon'))
 _PR_SET_PDEATHSIG = 1
 #: What the kernel sends dnsmasq when pxefilterd dies.
 DEATH_SIGNAL = signal.SIGKILL
+#: Seconds a new child is left to start up before it is sent a SIGHUP (a
+#: reload asked for sooner is held until then).  dnsmasq sets its signal
+#: handlers only once it runs (after any wrapper, such as ``ip netns
+#: exec``, has exec'd it): until then SIGHUP's default action kills it.
+#: And during its start-up it ignores SIGHUP: the reload would be lost.
+SETTLE = 2.0
 
 
 def argv_from_line(line):
@@ -129,14 +145,20 @@ class Child:
     :param argv: its argv (:func:`argv_from_line`).
     :param timeout: seconds a stop waits for it after SIGTERM, before
         SIGKILL.
+    :param clock: the monotonic clock (for :data:`SETTLE`).
+
+    Not thread-safe, on purpose: one thread calls it (see the module doc).
     """
 
-    def __init__(self, argv, timeout=30.0):
+    def __init__(self, argv, timeout=30.0, clock=time.monotonic):
         self.argv = list(argv)
         self.timeout = timeout
+        self._clock = clock
         self._proc = None
         self._pidfd = None
         self._announced = None
+        self._spawned_at = None
+        self._reload_held = False
         #: callables(pid or None), told of each new child and of its end
         #: (once reaped, its pid may be reused)
         self.observers = []
@@ -169,6 +191,8 @@ class Child:
             self._pidfd = os.pidfd_open(self._proc.pid)
         except (AttributeError, OSError):
             self._pidfd = None      # an old kernel: plain kill(2)
+        self._spawned_at = self._clock()
+        self._reload_held = False   # (it reads every file as it starts)
         LOG.info('dnsmasq started as a child of pxefilterd: pid %d, %s',
                  self._proc.pid, shlex.join(self.argv))
         self._announced = self._proc.pid
@@ -195,14 +219,12 @@ class Child:
                                        detail='not started yet')
         code = self._poll(proc)
         if code is None:
+            self._release_reload()
             return dnsmasq.Observation(dnsmasq.RUNNING, proc.pid,
                                        'pid %d, a child of pxefilterd'
                                        % proc.pid)
         return dnsmasq.Observation(dnsmasq.GONE, proc.pid, 'pid %d %s'
                                    % (proc.pid, _describe_exit(code)))
-
-    def running(self):
-        return self._proc is not None and self._poll(self._proc) is None
 
     def send(self, signum):
         """Send ``signum`` to the running dnsmasq.
@@ -222,6 +244,43 @@ class Child:
             raise commands.CommandError(
                 'dnsmasq (pid %d) has just exited: no %s sent'
                 % (proc.pid, signal.Signals(signum).name)) from None
+
+    def _settled(self):
+        return self._clock() - self._spawned_at >= SETTLE
+
+    def reload(self):
+        """Have dnsmasq re-read its files (SIGHUP).  Sent at once when it
+        has been up for :data:`SETTLE` seconds; sooner, held and sent by
+        the first :meth:`observe` after (the loop looks at least once a
+        second): it re-reads the files as they are then, newer than when
+        the reload was asked for.
+
+        :raises commands.CommandError: it does not run.
+        """
+        proc = self._proc
+        if proc is None or self._poll(proc) is not None:
+            raise commands.CommandError('dnsmasq does not run: no SIGHUP '
+                                        'sent')
+        if not self._settled():
+            if not self._reload_held:
+                LOG.debug('dnsmasq (pid %d) started %.1f s ago: its reload '
+                          'is held until it has been up %.0f s', proc.pid,
+                          self._clock() - self._spawned_at, SETTLE)
+            self._reload_held = True
+            return
+        self._reload_held = False
+        self.send(signal.SIGHUP)
+
+    def _release_reload(self):
+        """Send a held reload once the running child has settled."""
+        if self._reload_held and self._settled():
+            self._reload_held = False
+            try:
+                self.send(signal.SIGHUP)
+            except commands.CommandError as exc:
+                # it exited meanwhile: its next start reads every file
+                LOG.info('Held reload not sent (its next start reads every '
+                         'file): %s', exc)
 
     def stop(self, timeout=None):
         """SIGTERM, wait up to ``timeout`` (default: the one given at
@@ -286,9 +345,6 @@ class _Act:
         self._act()
         return ''
 
-    def describe(self):
-        return 'the %s of the child dnsmasq (%s)' % (self.name, OPTION)
-
     def spec(self):
         """For the guard (:class:`pxefilterd.guard.ChildStop`)."""
         return {'child': True, 'timeout': self.timeout}
@@ -297,14 +353,12 @@ class _Act:
 class ChildCommands:
     """What stands for the start, stop and reload commands of
     :class:`pxefilterd.commands.Commands` in child mode: start spawns,
-    stop stops, reload sends SIGHUP."""
+    stop stops, reload sends SIGHUP (:meth:`Child.reload`)."""
 
     def __init__(self, child):
-        self.child = child
         self.start = _Act('start', child.spawn, child.timeout)
         self.stop = _Act('stop', child.stop, child.timeout)
-        self.reload = _Act('reload', lambda: child.send(signal.SIGHUP),
-                           child.timeout)
+        self.reload = _Act('reload', child.reload, child.timeout)
 
 
 class ChildHandle:

@@ -170,15 +170,6 @@ class Command:
                 else self.argv)
         return self.root_helper + argv
 
-    def describe(self):
-        """One line saying how the command runs (for check-config)."""
-        if self.line is None:
-            return shlex.join(self.root_helper + self.argv)
-        return ('%s, with "%s" expanded by %s as user %s at each run'
-                % (shlex.join(self.root_helper) + ' <words>'
-                   if self.root_helper else '<words>', self.line, SHELL,
-                   user()))
-
     def run(self):
         """Run the command; return its combined output.
 
@@ -203,14 +194,6 @@ class Command:
         LOG.info('%s command %s succeeded in %.2f s', self.name,
                  shlex.join(argv), time.monotonic() - started)
         return text
-
-
-def user():
-    try:
-        import pwd
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.geteuid())
 
 
 def _run(argv, timeout, what, capture_stderr=True):

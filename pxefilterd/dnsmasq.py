@@ -47,7 +47,7 @@ class Observation:
     detail: str = ''
 
 
-def _process_name(pid):
+def process_name(pid):
     """Return ``(name, state letter)`` of ``pid``, or None if it is gone."""
     try:
         with open('/proc/%d/stat' % pid, 'rb') as f:
@@ -82,7 +82,7 @@ def observe(pid_file):
     if pid <= 0:
         return Observation(GONE, detail='its pid file %s holds %d'
                            % (pid_file, pid))
-    seen = _process_name(pid)
+    seen = process_name(pid)
     if seen is None:
         return Observation(GONE, pid, 'pid %d (from %s) does not exist'
                            % (pid, pid_file))

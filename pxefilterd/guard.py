@@ -39,6 +39,7 @@ import sys
 import time
 
 from pxefilterd import commands
+from pxefilterd import dnsmasq
 
 ARM = b'A'
 DISARM = b'D'
@@ -113,14 +114,9 @@ class Guard:
 
 def _is_dnsmasq(pid):
     """True if ``pid`` runs (not a zombie) and is named dnsmasq."""
-    try:
-        with open('/proc/%d/stat' % pid, 'rb') as f:
-            data = f.read()
-    except OSError:
-        return False
-    name = data[data.index(b'(') + 1:data.rindex(b')')]
-    state = data[data.rindex(b')') + 2:data.rindex(b')') + 3]
-    return name == b'dnsmasq' and state not in (b'Z', b'X')
+    seen = dnsmasq.process_name(pid)
+    return seen is not None and seen[0] == 'dnsmasq' and seen[1] not in (
+        'Z', 'X')
 
 
 def _stop_child(pid, timeout):

@@ -119,9 +119,13 @@ class Service:
         self.supervisor, self.dnsmasq = self._dnsmasq_rooms()
         if child is not None:
             child.observers.append(self.helpers.tell_child)
+        # A child's reload is a signal, sent by the loop thread (see
+        # pxefilterd.child: one thread acts on the child).
         self.writer = writer_mod.Writer(
             store, cmds.reload, lambda: self.settings, clock,
-            runner=self.runner, serving=lambda: self.supervisor.serving)
+            runner=(self.runner if child is None
+                    else dnsmasq_mod.Immediate()),
+            serving=lambda: self.supervisor.serving)
         self.ready = False                # the first start (or sync) is done
         self.inspected = frozenset()      # nodes whose ports may boot
         self.tally = (0, 0, 'deny')       # allowed, denied, unknown MACs
@@ -237,7 +241,8 @@ class Service:
         is started and observed directly, else through the commands and
         the pid file."""
         if self.child is not None:
-            return (supervisor.Supervisor(managed=True, observed=True),
+            return (supervisor.Supervisor(managed=True, observed=True,
+                                          direct=True),
                     child_mod.ChildHandle(self.child))
         return (supervisor.Supervisor(managed=bool(self.cmds.start),
                                       observed=bool(self.pid_file)),

@@ -24,7 +24,7 @@ States::
 - STOPPED: not started yet (before the first sync), or stopped at exit;
 - STARTING: the start command runs;
 - LAUNCHED: it succeeded; dnsmasq has START_GRACE seconds to show up in
-  its pid file;
+  its pid file (a child dnsmasq is looked at directly, at once);
 - RUNNING: seen running in its pid file;
 - UNOBSERVED: no pid file is known, so whether dnsmasq runs cannot be
   seen (it is assumed to run once started);
@@ -46,8 +46,10 @@ command succeeded.  ``failed*``: a failed start, one more failure in a row:
 BACKOFF, due after ``backoff.delay(failures, 16 s)``; the START_ATTEMPTS-th
 failure in a row gives FATAL instead.  Failures in a row end with a start
 that succeeded without a pid file, or with a dnsmasq seen running once it
-is no longer young.  *guard stop*: a guard process died with status 3 or 4
-(it ran the stop command)::
+is no longer young.  *a child*: dnsmasq is pxefilterd's own child
+(``direct``): ``waitpid`` says at once whether it runs, so one seen gone
+has exited and is not waited for.  *guard stop*: a guard process died with
+status 3 or 4 (it ran the stop command)::
 
     from        on                                 to          do
     STOPPED     begin(): the first sync is done    STARTING    START
@@ -60,6 +62,7 @@ is no longer young.  *guard stop*: a guard process died with status 3 or 4
     BACKOFF     not due yet                        BACKOFF     NOTHING
     BACKOFF     due                                STARTING    RELAUNCH
     LAUNCHED    seen running                       RUNNING     NOTHING
+    LAUNCHED    seen gone, a child                 failed*     NOTHING
     LAUNCHED    seen gone, young                   LAUNCHED    NOTHING
     LAUNCHED    seen gone, not young               failed*     STOP
     RUNNING     seen running                       RUNNING     NOTHING
@@ -185,14 +188,18 @@ class Supervisor:
         dnsmasq); else it is started by someone else.
     :param observed: a pid file is known (:func:`dnsmasq.observe` can see
         whether dnsmasq runs).
+    :param direct: dnsmasq is observed directly, as pxefilterd's child
+        (:mod:`pxefilterd.child`): seen gone, it has exited (no pid file
+        still to come), so a start seen gone is a failed start at once.
     :ivar state: a :class:`State`.
     :ivar starts: successful runs of the start command.
     :ivar detail: one line: what the last look at the pid file showed.
     """
 
-    def __init__(self, managed, observed):
+    def __init__(self, managed, observed, direct=False):
         self.managed = managed
         self.observed = observed
+        self.direct = direct
         self.state = State.STOPPED
         self.starts = 0
         self.detail = ''
@@ -263,7 +270,11 @@ class Supervisor:
                 return self._failed(now, done.error)
             action = self._started(now)
             if self.state is State.LAUNCHED:
-                self._look(now, seen)   # (NOTHING: it is young)
+                # NOTHING (it is young), or a child seen gone: a failed
+                # start, FATAL at the last attempt
+                then = self._look(now, seen)
+                if then.do is Do.FATAL:
+                    return then
             else:
                 self.detail = seen.detail
             return action
@@ -339,6 +350,12 @@ class Supervisor:
                           'is back', seen.detail)
             self.state = State.GONE
             return NOTHING
+        if self.state is State.LAUNCHED and self.direct:
+            # waitpid, not a pid file: it has exited, nothing to wait for
+            # and nothing left running to stop
+            return self._failed(now, 'dnsmasq exited %.1f s after it was '
+                                'started: %s' % (now - self._started_at,
+                                                 seen.detail))
         if self.state is State.LAUNCHED:
             if young:
                 return NOTHING      # give it the time to write its pid file

@@ -15,14 +15,16 @@ how by what dnsmasq can take:
 
 The reload command runs in the command thread
 (:class:`pxefilterd.dnsmasq.CommandRunner`); its outcome is looked at by the
-next call.  One failure policy for it, wherever it runs (a large change
-set, a rebase, a compaction): the files dnsmasq may have missed (for a
-compaction: the files removed) are written again, paced, which makes
-dnsmasq read them without a reload; the reload rests for a backoff (1 s
-doubling to 60 s) and pacing is used meanwhile.  A failing reload is logged
-but never fatal: the state served can still be made right.  Write errors
-are the caller's (``TransientWriteError``: retry; ``HostsDirError``:
-fatal).
+next call.  (A child dnsmasq's reload is a signal the loop thread sends at
+once, through :class:`pxefilterd.dnsmasq.Immediate`: see
+:mod:`pxefilterd.child`.)  One failure policy for it, wherever it runs (a
+large change set, a rebase, a compaction): the files dnsmasq may have
+missed (for a compaction: the files removed) are written again, paced,
+which makes dnsmasq read them without a reload; the reload rests for a
+backoff (1 s doubling to 60 s) and pacing is used meanwhile.  A failing
+reload is logged but never fatal: the state served can still be made
+right.  Write errors are the caller's (``TransientWriteError``: retry;
+``HostsDirError``: fatal).
 """
 
 import itertools
@@ -238,7 +240,8 @@ class Writer:
     # -- the reload command ------------------------------------------------
 
     def run_reload(self, why, doubt=()):
-        """Have the reload command run (in the command thread).
+        """Have the reload command run (by the runner: the command
+        thread, or at once for a child dnsmasq).
 
         If it fails, the keys in ``doubt`` (what dnsmasq may not have read)
         are written again, paced, by the next calls of :meth:`converge`,

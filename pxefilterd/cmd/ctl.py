@@ -19,8 +19,9 @@ of ironic-pxe-filter in an ironic.conf and says what it could not carry.
 
 Exit status: 0 success; 1 a runtime or environment problem (ironic
 unreachable, hostsdir unusable, lock held); 2 usage error (argparse);
-78 (EX_CONFIG) a configuration problem.  ``health`` exits 0 when the
-daemon serves and 1 when it does not (see :func:`health_problems`), the
+78 (EX_CONFIG) a configuration problem (for ``migrate-config``: the
+ironic.conf cannot be migrated).  ``health`` exits 0 when the daemon
+serves and 1 when it does not (see :func:`health_problems`), the
 convention of container health checks.
 """
 

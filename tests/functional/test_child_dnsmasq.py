@@ -3,8 +3,9 @@
 The real ``pxefilterd`` process against a fake ironic, its dnsmasq a child
 serving DHCP in a network namespace (root only).  dnsmasq starts only after
 the first sync, answers a real DHCP probe, and never outlives pxefilterd:
-not after SIGTERM, not after SIGKILL (no exit path, no guard: the kernel
-kills it).
+not after SIGTERM (the exit path stops it), not after SIGKILL (no exit
+path: the guard stops it; the kernel's parent-death signal no longer
+applies once dnsmasq has dropped root).
 """
 
 import os

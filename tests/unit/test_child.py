@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import types
 
@@ -21,6 +22,7 @@ from pxefilterd import service
 from pxefilterd import supervisor
 from tests import fake_dnsmasq
 from tests.unit.test_service import Harness
+from tests.unit.test_service import made_by
 from tests.waiting import wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
@@ -186,25 +188,14 @@ class ChildHarness(Harness):
             self.settings, self.client, self.store, self.cmds,
             guard_factory=None, notifier=self.notifier, child=self.child)
 
+    def cleanup(self):
+        super().cleanup()
+        self.child.stop()
+
 
 @pytest.fixture
 def child_harness(tmp_path):
-    made = []
-
-    def make(**kwargs):
-        h = ChildHarness(tmp_path, **kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        if h.thread.is_alive():
-            h.stop('fixture cleanup')
-        gate, h.fake.listing_gate = h.fake.listing_gate, None
-        if gate is not None:
-            gate.set()
-        h.fake.stop()
-        h.child.stop()
+    yield from made_by(ChildHarness, tmp_path)
 
 
 def test_service_starts_the_child_after_the_first_sync_only(child_harness):
@@ -235,64 +226,130 @@ def test_service_restarts_a_child_that_died(child_harness):
     os.kill(first, signal.SIGKILL)
     # died young (a failed start: 1 s backoff), then started again
     wait_for(lambda: h.child.pid not in (None, first)
-             and h.child.running(), 10, 'a new child')
+             and _alive(h.child.pid), 10, 'a new child')
     wait_for(lambda: h.svc.supervisor.starts == 2, 5, 'the start counted')
     assert h.stop() == service.EXIT_OK
 
 
-def test_service_reload_is_a_sighup_to_the_child(child_harness, tmp_path):
+_HUP_COUNTER = ('import signal, sys, time\n'
+                'def hup(*_):\n'
+                '    open(sys.argv[1], "a").write("hup\\n")\n'
+                'signal.signal(signal.SIGHUP, hup)\n'
+                'while True: time.sleep(1)\n')
+
+
+def test_service_reload_is_a_sighup_from_the_loop_thread(
+        child_harness, tmp_path, monkeypatch):
+    """The writer's reload (here: any change, max_burst being 0) is a SIGHUP
+    sent by the loop thread, the one that spawns and observes the child:
+    sent from another, its look at the child could tell the guard "no
+    child" after the loop thread announced the next one."""
+    monkeypatch.setattr(child, 'SETTLE', 0.0)
     marker = tmp_path / 'hups'
-    script = ('import signal, sys, time\n'
-              'def hup(*_):\n'
-              '    open(sys.argv[1], "a").write("hup\\n")\n'
-              'signal.signal(signal.SIGHUP, hup)\n'
-              'while True: time.sleep(1)\n')
-    h = child_harness(argv=[sys.executable, '-c', script, str(marker)])
+    h = child_harness(argv=[sys.executable, '-c', _HUP_COUNTER, str(marker)],
+                      settings=service.Settings(
+                          sync_period=0.2, poll_interval=0.05, lock_wait=0,
+                          max_burst=0))
+    senders = []
+    send = h.child.send
+
+    def recorded(signum):
+        senders.append((signum, threading.current_thread()))
+        return send(signum)
+
+    h.child.send = recorded
     h.start()
     wait_for(lambda: h.svc.supervisor.state is supervisor.State.RUNNING, 10)
-    time.sleep(0.3)     # (its handler is set)
-    h.svc.runner.submit(h.cmds.reload).result(5)
-    wait_for(marker.exists, 5, 'the SIGHUP')
+    time.sleep(0.5)     # (its handler is set)
+    for i in range(3):
+        h.fake.add_port(h.node_a, '52:54:00:00:01:%02x' % i)
+    wait_for(marker.exists, 10, 'the SIGHUP')
+    assert h.svc.writer.reloads >= 1
+    hups = [t for signum, t in senders if signum == signal.SIGHUP]
+    assert hups and all(t is h.thread for t in hups), hups
     assert h.stop() == service.EXIT_OK
 
 
+def test_a_reload_of_a_child_just_started_is_held_until_it_settled():
+    """dnsmasq dies of a SIGHUP before it sets its handler (``sleep`` dies
+    of any): a reload asked for at once is sent once the child has been up
+    SETTLE seconds, by the first look after."""
+    now = [100.0]
+    proc = child.Child([shutil.which('sleep'), '60'], timeout=5,
+                       clock=lambda: now[0])
+    try:
+        proc.spawn()
+        pid = proc.pid
+        proc.reload()
+        now[0] += child.SETTLE - 0.1
+        assert proc.observe().state == dnsmasq.RUNNING
+        time.sleep(0.2)
+        assert _alive(pid)                  # held
+        now[0] += 0.1
+        proc.observe()                      # settled: sent now
+        wait_for(lambda: proc.observe().state == dnsmasq.GONE, 5)
+        assert proc.observe().detail == 'pid %d was killed by SIGHUP' % pid
+        # once settled, a reload is sent at once
+        proc.spawn()
+        now[0] += child.SETTLE
+        proc.reload()
+        wait_for(lambda: proc.observe().state == dnsmasq.GONE, 5)
+        # a new child forgets the reload held for the one before
+        proc.spawn()
+        proc.reload()
+        proc.spawn()
+        now[0] += child.SETTLE
+        assert proc.observe().state == dnsmasq.RUNNING
+        time.sleep(0.2)
+        assert proc.observe().state == dnsmasq.RUNNING
+    finally:
+        proc.stop()
+
+
 def test_a_child_that_never_stays_up_is_fatal(child_harness, monkeypatch):
+    """Whether the first look finds it still running or already gone,
+    each start fails at once (waitpid: no START_GRACE to wait out): two
+    attempts take the one 1 s backoff between them."""
     monkeypatch.setattr(supervisor, 'START_ATTEMPTS', 2)
-    h = child_harness(argv=[sys.executable, '-c', 'raise SystemExit(2)'])
+    h = child_harness(argv=[shutil.which('false')])
     h.start()
     h.thread.join(20)
+    assert not h.thread.is_alive()
     assert h.code == service.EXIT_FAILURE
     assert h.svc.supervisor.failures == 2
+    assert h.svc.supervisor.starts == 2
 
 
 # -- the guard stops a child dnsmasq ----------------------------------------
 
-def _named_dnsmasq(tmp_path):
+def _named_dnsmasq(tmp_path, name='dm'):
     """A long-lived process named dnsmasq (not our child's child)."""
-    pidfile = str(tmp_path / 'dm.pid')
+    pidfile = str(tmp_path / ('%s.pid' % name))
     fake_dnsmasq.start(pidfile)
     with open(pidfile) as f:
         return pidfile, int(f.read())
 
 
 def test_the_guard_stops_the_child_it_was_told_of(tmp_path):
+    """Two processes named dnsmasq: the guard stops the last one it was
+    told of, never the one before."""
     from pxefilterd import guard
     pidfile, pid = _named_dnsmasq(tmp_path)
-    other = subprocess.Popen([shutil.which('sleep'), '60'])
+    other_pidfile, other = _named_dnsmasq(tmp_path, 'other')
     try:
+        assert guard._is_dnsmasq(other)     # (the guard would stop it)
         stop = child.ChildCommands(child.Child(['dnsmasq'], timeout=2)).stop
         g = guard.Guard(stop, None)
         g.arm()
-        g.child_pid(other.pid)      # told, then the child changed...
+        g.child_pid(other)          # told, then the child changed...
         g.child_pid(pid)
         g.close(wait=10)            # ...and the daemon died
         assert g.proc.returncode == guard.EXIT_ORPHANED
         wait_for(lambda: not _alive(pid), 5, 'the child to be stopped')
-        assert other.poll() is None     # only the one it was told of
+        assert _alive(other)        # only the one it was told of
     finally:
         fake_dnsmasq.stop(pidfile)
-        other.kill()
-        other.wait()
+        fake_dnsmasq.stop(other_pidfile)
 
 
 def test_the_guard_never_kills_what_is_not_dnsmasq(tmp_path):

@@ -51,7 +51,6 @@ def test_plain_lines_are_split_once_and_never_see_a_shell():
     assert cmd.argv == ['systemctl', '--no-block', 'start', 'a b.service']
     assert cmd.resolve() == ['sudo', 'systemctl', '--no-block', 'start',
                              'a b.service']
-    assert cmd.describe() == "sudo systemctl --no-block start 'a b.service'"
 
 
 def test_expansion_gives_the_argv_the_shell_would(tmp_path):
@@ -63,7 +62,6 @@ def test_expansion_gives_the_argv_the_shell_would(tmp_path):
     assert cmd.resolve() == ['sudo', 'pxefilterd-rootwrap', '/etc/x.conf',
                              'kill', '-HUP', '1234', 'two words',
                              '$(not expanded)']
-    assert 'expanded by /bin/sh as user' in cmd.describe()
 
 
 def test_expansion_to_nothing_is_an_error(tmp_path):

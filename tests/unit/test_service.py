@@ -120,24 +120,34 @@ class Harness:
     def files(self):
         return {n: (self.dir / n).read_text() for n in os.listdir(self.dir)}
 
+    def cleanup(self):
+        """Stop what the test left running (the fixtures' teardown)."""
+        if self.thread.is_alive():
+            self.stop('fixture cleanup')
+        gate, self.fake.listing_gate = self.fake.listing_gate, None
+        if gate is not None:
+            gate.set()
+        self.fake.stop()
 
-@pytest.fixture
-def harness(tmp_path):
+
+def made_by(cls, tmp_path):
+    """A fixture's body: yield a factory of ``cls`` harnesses, clean each
+    up afterwards."""
     made = []
 
     def make(**kwargs):
-        h = Harness(tmp_path, **kwargs)
+        h = cls(tmp_path, **kwargs)
         made.append(h)
         return h
 
     yield make
     for h in made:
-        if h.thread.is_alive():
-            h.stop('fixture cleanup')
-        gate, h.fake.listing_gate = h.fake.listing_gate, None
-        if gate is not None:
-            gate.set()
-        h.fake.stop()
+        h.cleanup()
+
+
+@pytest.fixture
+def harness(tmp_path):
+    yield from made_by(Harness, tmp_path)
 
 
 
@@ -394,8 +404,8 @@ def test_reload_after_purge_when_dnsmasq_is_external(harness):
 def test_no_reload_after_purge_of_an_external_dnsmasq_not_running(
         harness, tmp_path):
     """A sidecar dnsmasq not started yet holds no record: the reload
-    (which would fail, and stop pxefilterd) is not run; it is run once
-    dnsmasq runs."""
+    (which would fail, and stop pxefilterd) is not run, then or later: it
+    reads the purged, fail-closed hostsdir when it starts."""
     h = harness(reload=True)
     pid_file = tmp_path / 'dnsmasq.pid'
     h.cmds.start = commands.Command('start', [])
@@ -409,6 +419,7 @@ def test_no_reload_after_purge_of_an_external_dnsmasq_not_running(
         wait_for(lambda: h.svc.supervisor.status == 'running',
                  what='dnsmasq seen')
         assert h.stop() == service.EXIT_OK
+        assert 'reload' not in h.names()
     finally:
         fake_dnsmasq.stop(str(pid_file))
 

@@ -199,6 +199,33 @@ def test_a_death_soon_after_the_start_is_a_failed_start():
     assert sup.detail == DOWN.detail
 
 
+def test_a_child_seen_gone_at_the_first_look_is_a_failed_start_at_once():
+    """A child dnsmasq is looked at with waitpid: gone is gone, there is no
+    pid file to wait for (no START_GRACE) and nothing left to stop."""
+    sup = supervisor.Supervisor(managed=True, observed=True, direct=True)
+    sup.begin('first')
+    now = 0.0
+    for attempt in range(1, supervisor.START_ATTEMPTS):
+        assert sup.step(now, DOWN, OK).do is Do.STARTED
+        assert sup.state is State.BACKOFF and sup.failures == attempt
+        assert (sup.serving, sup.running) == (False, False)
+        now = sup.due
+        assert sup.step(now, DOWN).do is Do.RELAUNCH
+    action = sup.step(now, DOWN, OK)
+    assert action.do is Do.FATAL
+    assert 'exited 0.0 s after it was started: %s' % DOWN.detail in action.why
+
+
+def test_a_child_seen_gone_later_while_launched_is_a_failed_start():
+    sup = supervisor.Supervisor(managed=True, observed=True, direct=True)
+    sup.begin('first')
+    # (an unknown look cannot come from waitpid; the state is LAUNCHED)
+    assert sup.step(0.0, UNREADABLE, OK).do is Do.STARTED
+    assert sup.state is State.LAUNCHED
+    assert sup.step(0.5, DOWN).do is Do.NOTHING
+    assert sup.state is State.BACKOFF and sup.failures == 1
+
+
 def test_a_dnsmasq_that_keeps_dying_young_is_fatal():
     sup = started(at=0.0)
     now = 0.0
