@@ -229,12 +229,7 @@ def unknown_options(conf):
     """
     known, deprecated = _known_options(conf)
     lines = []
-    for path in files_read(conf):
-        sections = {}
-        try:
-            cfg.ConfigParser(path, sections).parse()
-        except (OSError, cfg.ParseError):
-            continue          # reported by parse()
+    for path, sections in _parsed_files(conf):
         for section, options in sections.items():
             if section == 'auto_discovery':
                 # ironic's section: its options are ironic names (below).
@@ -269,6 +264,21 @@ def unknown_options(conf):
 _IRONIC_NAMES = set(migrate.ALIASES) | set(migrate.IRONIC_ONLY)
 
 
+def _parsed_files(conf):
+    """Return ``[(path, {section: {option: [values]}})]`` for each file
+    read, as oslo.config's parser reads it; a file it cannot read or parse
+    is left out (the configuration's own parse reports it)."""
+    parsed = []
+    for path in files_read(conf):
+        sections = {}
+        try:
+            cfg.ConfigParser(path, sections).parse()
+        except (OSError, cfg.ParseError):
+            continue
+        parsed.append((path, sections))
+    return parsed
+
+
 def ironic_names(conf):
     """Return one line per option in the files read that is one of
     ironic-pxe-filter's names for a pxefilterd option (read as that option,
@@ -279,14 +289,7 @@ def ironic_names(conf):
     Such options come from an ironic.conf's filter sections, copied as
     they are; :func:`unknown_options` does not list them.
     """
-    parsed = []
-    for path in files_read(conf):
-        sections = {}
-        try:
-            cfg.ConfigParser(path, sections).parse()
-        except (OSError, cfg.ParseError):
-            continue          # reported by parse()
-        parsed.append((path, sections))
+    parsed = _parsed_files(conf)
     lines = []
     for index, (path, sections) in enumerate(parsed):
         for section, options in sections.items():

@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from pxefilterd_harness import dhcp_probe, preflight
+from pxefilterd_harness import dhcp6_probe, dhcp_probe, preflight
 from pxefilterd_harness.daemon import PxefilterdRunner
 from pxefilterd_harness.dnsmasq import DnsmasqInstance, HostsDirWriter
 from pxefilterd_harness.ironic import IronicService
@@ -139,6 +139,31 @@ def dnsmasq_instance(dhcp_network, hostsdir, harness_tmp):
     it through the pid file and checks it is gone.
     """
     dm = DnsmasqInstance(dhcp_network, hostsdir.path, harness_tmp / "dnsmasq")
+    try:
+        yield dm
+    finally:
+        dm.stop()
+
+
+#: The dnsmasq configuration pxefilterd ships (its fail-closed settings).
+SHIPPED_CONF = (Path(__file__).resolve().parents[2]
+                / 'etc/pxefilterd/dnsmasq.conf')
+
+
+@pytest.fixture
+def v6_dnsmasq(dhcp_network, hostsdir, harness_tmp):
+    """A dnsmasq with a DHCPv6 range and the shipped fail-closed setting
+    (its dhcp-ignore lines, read from etc/pxefilterd/dnsmasq.conf): DHCPv6
+    clients that match no record -- those whose MAC dnsmasq cannot learn --
+    are ignored."""
+    shipped = tuple(line for line in SHIPPED_CONF.read_text().splitlines()
+                    if line.startswith('dhcp-ignore='))
+    assert shipped
+    dhcp6_probe.setup_ipv6(dhcp_network)
+    dm = DnsmasqInstance(dhcp_network, hostsdir.path,
+                         harness_tmp / 'dnsmasq-v6',
+                         extra_options=dhcp6_probe.dnsmasq_options()
+                         + shipped)
     try:
         yield dm
     finally:

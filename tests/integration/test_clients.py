@@ -9,7 +9,6 @@ what ironic says.
 
 from __future__ import annotations
 
-import pathlib
 import time
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 from pxefilterd_harness import dhcp6_probe, ib_probe
 from pxefilterd_harness.daemon import PxefilterdRunner
 from pxefilterd_harness.dhcp6_probe import V6Client
-from pxefilterd_harness.dnsmasq import DnsmasqInstance
 from tests.integration.verdicts import UNKNOWN, eventually, mac
 
 FAST = {'timeout': 0.6, 'retries': 1}
@@ -75,29 +73,6 @@ def test_infiniband_ports_follow_the_filter(ironic, runner_factory,
 
 
 # -- DHCPv6 -------------------------------------------------------------------
-
-SHIPPED_CONF = (pathlib.Path(__file__).resolve().parents[2]
-                / 'etc/pxefilterd/dnsmasq.conf')
-
-
-@pytest.fixture
-def v6_dnsmasq(dhcp_network, hostsdir, harness_tmp):
-    """A dnsmasq with a DHCPv6 range and the shipped fail-closed setting
-    (its dhcp-ignore lines, read from etc/pxefilterd/dnsmasq.conf): DHCPv6
-    clients that match no record -- those whose MAC dnsmasq cannot learn --
-    are ignored."""
-    shipped = tuple(line for line in SHIPPED_CONF.read_text().splitlines()
-                    if line.startswith('dhcp-ignore='))
-    assert shipped
-    dhcp6_probe.setup_ipv6(dhcp_network)
-    dm = DnsmasqInstance(dhcp_network, hostsdir.path,
-                         harness_tmp / 'dnsmasq-v6',
-                         extra_options=dhcp6_probe.dnsmasq_options()
-                         + shipped)
-    try:
-        yield dm
-    finally:
-        dm.stop()
 
 
 def test_dhcpv6_clients_are_filtered_by_mac_and_fail_closed(

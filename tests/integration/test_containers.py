@@ -249,23 +249,32 @@ def test_all_in_one(images, site, probe):
     assert 'pxefilterd exiting with status 0: received SIGTERM' in logs, logs
 
 
-def test_sidecar(images, site, probe):
-    site.hostsdir_in_conf()
-    lib = site.root / 'lib'       # the hostsdir volume
-    run = site.root / 'run'       # dnsmasq's pid file
-    for d in (lib, lib / 'dhcp-hostsdir', run):
-        d.mkdir(mode=0o755)
-    pxf = site.run('pxf-side', images['sidecar'],
+def start_sidecar(site, images, name, lib, run):
+    """Start the sidecar pair as kolla would: pxefilterd first, with the
+    hostsdir volume *lib*; once it has written the fail-closed state,
+    dnsmasq in its pid namespace, the hostsdir read-only and the pid file
+    on *run*.  Return both container names."""
+    pxf = site.run(name, images['sidecar'],
                    '-v', '%s:/var/lib/pxefilterd' % lib,
                    '-v', '%s:/run/pxefilterd-dnsmasq:ro' % run)
     deadline = time.monotonic() + 60
     while 'fail-closed state' not in logs_of(pxf):
         assert time.monotonic() < deadline, site.logs()
         time.sleep(0.2)
-    dns = site.run('pxf-side-dnsmasq', images['dnsmasq'],
+    dns = site.run(name + '-dnsmasq', images['dnsmasq'],
                    '--pid', 'container:%s' % pxf,
                    '-v', '%s:/var/lib/pxefilterd:ro' % lib,
                    '-v', '%s:/run/pxefilterd-dnsmasq' % run)
+    return pxf, dns
+
+
+def test_sidecar(images, site, probe):
+    site.hostsdir_in_conf()
+    lib = site.root / 'lib'       # the hostsdir volume
+    run = site.root / 'run'       # dnsmasq's pid file
+    for d in (lib, lib / 'dhcp-hostsdir', run):
+        d.mkdir(mode=0o755)
+    pxf, dns = start_sidecar(site, images, 'pxf-side', lib, run)
     try:
         eventually(probe, allowed=[A, UNKNOWN], denied=[B], timeout=60)
         deadline = time.monotonic() + 10
@@ -294,17 +303,7 @@ def test_sidecar(images, site, probe):
     shutil.rmtree(lib)
     for d in (lib, lib / 'dhcp-hostsdir'):
         d.mkdir(mode=0o755)
-    pxf = site.run('pxf-side2', images['sidecar'],
-                   '-v', '%s:/var/lib/pxefilterd' % lib,
-                   '-v', '%s:/run/pxefilterd-dnsmasq:ro' % run)
-    deadline = time.monotonic() + 60
-    while 'fail-closed state' not in logs_of(pxf):
-        assert time.monotonic() < deadline, site.logs()
-        time.sleep(0.2)
-    dns = site.run('pxf-side2-dnsmasq', images['dnsmasq'],
-                   '--pid', 'container:%s' % pxf,
-                   '-v', '%s:/var/lib/pxefilterd:ro' % lib,
-                   '-v', '%s:/run/pxefilterd-dnsmasq' % run)
+    pxf, dns = start_sidecar(site, images, 'pxf-side2', lib, run)
     eventually(probe, allowed=[A, UNKNOWN], denied=[B], timeout=60)
     took = dhcp_stops_within(site.network, 'kill', '-s', 'KILL', pxf)
     print('sidecar: DHCP stopped %.2f s after podman kill -s KILL of '

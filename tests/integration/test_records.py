@@ -11,22 +11,17 @@ allowed -> denied transition, a compaction, DHCPv6 with the shipped
 
 from __future__ import annotations
 
-import pathlib
 import threading
 import time
 
-import pytest
 
 from pxefilterd_harness import dhcp6_probe
 from pxefilterd_harness.daemon import PxefilterdRunner
 from pxefilterd_harness.dhcp6_probe import V6Client
-from pxefilterd_harness.dnsmasq import DnsmasqInstance
 from tests.integration.verdicts import UNKNOWN, eventually, mac
 
 WILDCARD_FILE = 'unknown_hosts_filter'
 FAST = {'timeout': 0.6, 'retries': 1}
-SHIPPED_CONF = (pathlib.Path(__file__).resolve().parents[2]
-                / 'etc/pxefilterd/dnsmasq.conf')
 
 
 def put(dm, hostsdir, name, content):
@@ -72,25 +67,6 @@ def test_dnsmasq_keeps_a_deleted_allow_record_until_sighup(dnsmasq, hostsdir,
     assert offers(probe, [a]) == {a: False}
     reload(dnsmasq, hostsdir)                    # ... then reload
     assert offers(probe, [a]) == {a: False}
-
-
-@pytest.fixture
-def v6_dnsmasq(dhcp_network, hostsdir, harness_tmp):
-    """dnsmasq with a DHCPv4 and a DHCPv6 range and the shipped
-    ``dhcp-ignore`` lines (a DHCPv6 request matching no record is
-    ignored)."""
-    shipped = tuple(line for line in SHIPPED_CONF.read_text().splitlines()
-                    if line.startswith('dhcp-ignore='))
-    assert shipped
-    dhcp6_probe.setup_ipv6(dhcp_network)
-    dm = DnsmasqInstance(dhcp_network, hostsdir.path,
-                         harness_tmp / 'dnsmasq-v6',
-                         extra_options=dhcp6_probe.dnsmasq_options()
-                         + shipped)
-    try:
-        yield dm
-    finally:
-        dm.stop()
 
 
 class Watch:
