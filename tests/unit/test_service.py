@@ -118,7 +118,14 @@ class Harness:
         return [r['name'] for r in self.records()]
 
     def files(self):
-        return {n: (self.dir / n).read_text() for n in os.listdir(self.dir)}
+        # the daemon runs meanwhile: a file listed may be gone when read
+        found = {}
+        for name in os.listdir(self.dir):
+            try:
+                found[name] = (self.dir / name).read_text()
+            except FileNotFoundError:
+                pass
+        return found
 
     def cleanup(self):
         """Stop what the test left running (the fixtures' teardown)."""
