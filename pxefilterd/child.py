@@ -116,11 +116,21 @@ def problems(group):
     return found
 
 
+#: The signals pxefilterd sends its child that could be ignored (reload,
+#: stop; SIGKILL cannot).
+_SENT = (signal.SIGHUP, signal.SIGTERM)
+
+
 def _die_with(parent):
     """The child's preexec function: be killed with ``parent``."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec():
+        # An ignored signal stays ignored across exec: a pxefilterd started
+        # under nohup (or a test runner) would hand dnsmasq an ignored
+        # SIGHUP or SIGTERM, and its reload or stop would do nothing.
+        for signum in _SENT:
+            signal.signal(signum, signal.SIG_DFL)
         if prctl(_PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), 'prctl(PR_SET_PDEATHSIG)')
         if os.getppid() != parent:

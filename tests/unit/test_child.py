@@ -270,6 +270,27 @@ def test_service_reload_is_a_sighup_from_the_loop_thread(
     assert h.stop() == service.EXIT_OK
 
 
+def test_signals_ignored_by_pxefilterd_are_not_ignored_by_its_child():
+    """Started under nohup, pxefilterd would pass an ignored SIGHUP on to
+    dnsmasq across exec: its reloads would do nothing."""
+    now = [100.0]
+    proc = child.Child([shutil.which('sleep'), '60'], timeout=5,
+                       clock=lambda: now[0])
+    before = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        proc.spawn()
+    finally:
+        signal.signal(signal.SIGHUP, before)
+    try:
+        now[0] += child.SETTLE
+        proc.reload()
+        wait_for(lambda: proc.observe().state == dnsmasq.GONE, 5)
+        assert proc.observe().detail == 'pid %d was killed by SIGHUP' % (
+            proc.pid)
+    finally:
+        proc.stop()
+
+
 def test_a_reload_of_a_child_just_started_is_held_until_it_settled():
     """dnsmasq dies of a SIGHUP before it sets its handler (``sleep`` dies
     of any): a reload asked for at once is sent once the child has been up
