@@ -156,9 +156,11 @@ def test_a_symlink_dropped_in_is_quarantined(enroll, ironic, runner_factory,
     target.chmod(0o644)
     hostsdir = dnsmasq_instance.hostsdir
     link = hostsdir / ('evil' if name == 'evil' else b_macs[0])
-    if link.exists():
-        link.unlink()
-    link.symlink_to(target)
+    # Planted by rename, over the MAC's own file if there is one: deleting
+    # that file first races the daemon, which puts it back at once.
+    planted = harness_tmp / 'planted'
+    planted.symlink_to(target)
+    os.replace(planted, link)
     dropped = time.monotonic()
     runner.wait_for_log('was a symlink to', timeout=10)
     print('symlink %s quarantined within %.2f s' % (
