@@ -14,7 +14,7 @@ if [ ! -x "$uv" ]; then
     echo "refresh-pins.sh: run tools/setup.sh first (it installs uv in .venv)" >&2
     exit 1
 fi
-names=${*:-dev ironic keystone guest ipa}
+names=${*:-dev ironic keystone guest ipa min}
 for name in $names; do
     in=pins/$name.in
     out=pins/$name.txt
@@ -22,8 +22,12 @@ for name in $names; do
     # Python 3.11: Debian 12's, and what the machines run.  Without
     # --upgrade, versions already in $out are kept where they still
     # satisfy $in: a refresh moves only what it must.
+    # min: each direct requirement at its lower bound (tox -e py3-min).
+    resolution=highest
+    [ "$name" = min ] && resolution=lowest-direct
     # shellcheck disable=SC2086  # UPGRADE is a list of flags
     (cd pins && "../$uv" pip compile --quiet --python-version 3.11 \
+        --resolution "$resolution" \
         --custom-compile-command "bash tools/refresh-pins.sh $name" \
         ${UPGRADE:-} "$name.in" -o "$name.txt")
     echo "refresh-pins.sh: $out: $(grep -c '==' "$out") packages"

@@ -10,6 +10,7 @@ import pathlib
 import re
 
 from packaging import requirements
+from packaging.version import Version
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -98,7 +99,19 @@ def test_setup_and_tox_install_from_the_pins():
     with_deps = [name for name in tox.sections() if 'deps' in tox[name]]
     assert len(with_deps) >= 2
     for name in with_deps:
-        if name == 'testenv:py3-min':
-            continue   # the lowest versions requirements.txt allows
-        assert '-c{toxinidir}/pins/dev.txt' in tox[name]['deps'], name
+        pins = 'min' if name == 'testenv:py3-min' else 'dev'
+        assert '-c{toxinidir}/pins/%s.txt' % pins in tox[name]['deps'], name
     assert 'UV_CONSTRAINT' in (REPO / 'tools' / 'test.sh').read_text()
+
+
+def test_the_min_pins_hold_every_direct_requirement_at_its_lower_bound():
+    """tox -e py3-min tests the lower bounds, from committed pins."""
+    pins = _pins('min')
+    for req in _inputs(PINS / 'min.in'):
+        lower = [s.version for s in req.specifier
+                 if s.operator in ('>=', '==')]
+        assert lower, 'pins/min.in: %s has no lower bound' % req
+        pinned = pins.get(_canonical(req.name))
+        assert pinned and Version(pinned) == Version(lower[0]), (
+            'pins/min.txt: %s is not at %s: run tools/refresh-pins.sh min'
+            % (req.name, lower[0]))
