@@ -36,6 +36,7 @@ tell the guard "none" after the loop thread announced the next child: the
 guard would then stop nothing if pxefilterd is killed.
 """
 
+import concurrent.futures
 import ctypes
 import logging
 import os
@@ -168,7 +169,7 @@ class Child:
         self._pidfd = None
         self._announced = None
         self._spawned_at = None
-        self._reload_held = False
+        self._held = None           # the Future of a held reload
         #: callables(pid or None), told of each new child and of its end
         #: (once reaped, its pid may be reused)
         self.observers = []
@@ -202,7 +203,8 @@ class Child:
         except (AttributeError, OSError):
             self._pidfd = None      # an old kernel: plain kill(2)
         self._spawned_at = self._clock()
-        self._reload_held = False   # (it reads every file as it starts)
+        # a held reload is done: this dnsmasq reads every file as it starts
+        self._finish_held(None)
         LOG.info('dnsmasq started as a child of pxefilterd: pid %d, %s',
                  self._proc.pid, shlex.join(self.argv))
         self._announced = self._proc.pid
@@ -233,6 +235,8 @@ class Child:
             return dnsmasq.Observation(dnsmasq.RUNNING, proc.pid,
                                        'pid %d, a child of pxefilterd'
                                        % proc.pid)
+        self._finish_held(commands.CommandError(
+            'dnsmasq (pid %d) exited before its held reload' % proc.pid))
         return dnsmasq.Observation(dnsmasq.GONE, proc.pid, 'pid %d %s'
                                    % (proc.pid, _describe_exit(code)))
 
@@ -259,11 +263,16 @@ class Child:
         return self._clock() - self._spawned_at >= SETTLE
 
     def reload(self):
-        """Have dnsmasq re-read its files (SIGHUP).  Sent at once when it
-        has been up for :data:`SETTLE` seconds; sooner, held and sent by
-        the first :meth:`observe` after (the loop looks at least once a
-        second): it re-reads the files as they are then, newer than when
-        the reload was asked for.
+        """Have dnsmasq re-read its files (SIGHUP); return a Future that is
+        done once the signal is sent (its exception: it was not).
+
+        Sent at once when dnsmasq has been up for :data:`SETTLE` seconds;
+        sooner, held and sent by the first :meth:`observe` after (the loop
+        looks at least once a second): it re-reads the files as they are
+        then, newer than when the reload was asked for.  The Future stays
+        pending meanwhile, so that the writer does not take a reload that
+        has not happened for one that has (it loosens the wildcard and
+        drops deny records only after dnsmasq re-read).
 
         :raises commands.CommandError: it does not run.
         """
@@ -272,25 +281,34 @@ class Child:
             raise commands.CommandError('dnsmasq does not run: no SIGHUP '
                                         'sent')
         if not self._settled():
-            if not self._reload_held:
+            if self._held is None:
                 LOG.debug('dnsmasq (pid %d) started %.1f s ago: its reload '
                           'is held until it has been up %.0f s', proc.pid,
                           self._clock() - self._spawned_at, SETTLE)
-            self._reload_held = True
-            return
-        self._reload_held = False
+                self._held = concurrent.futures.Future()
+            return self._held
         self.send(signal.SIGHUP)
+        done = concurrent.futures.Future()
+        done.set_result('')
+        return done
 
     def _release_reload(self):
         """Send a held reload once the running child has settled."""
-        if self._reload_held and self._settled():
-            self._reload_held = False
+        if self._held is not None and self._settled():
             try:
                 self.send(signal.SIGHUP)
             except commands.CommandError as exc:
-                # it exited meanwhile: its next start reads every file
-                LOG.info('Held reload not sent (its next start reads every '
-                         'file): %s', exc)
+                self._finish_held(exc)
+            else:
+                self._finish_held(None)
+
+    def _finish_held(self, exc):
+        held, self._held = self._held, None
+        if held is not None:
+            if exc is None:
+                held.set_result('')
+            else:
+                held.set_exception(exc)
 
     def stop(self, timeout=None):
         """SIGTERM, wait up to ``timeout`` (default: the one given at
@@ -351,9 +369,13 @@ class _Act:
         return True
 
     def run(self):
-        """:raises commands.CommandError: the action failed."""
-        self._act()
-        return ''
+        """Return what the action returns ('' for None; a reload returns
+        a Future, see :meth:`Child.reload`).
+
+        :raises commands.CommandError: the action failed.
+        """
+        result = self._act()
+        return '' if result is None else result
 
     def spec(self):
         """For the guard (:class:`pxefilterd.guard.ChildStop`)."""

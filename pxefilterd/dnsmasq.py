@@ -153,11 +153,17 @@ class Immediate:
     caller's thread (for tools and tests that have no loop to protect)."""
 
     def submit(self, command):
+        """Run ``command`` now; return a Future of its outcome (the
+        command's own Future when it returns one: a child's held reload)."""
         future = concurrent.futures.Future()
         try:
-            future.set_result(command.run())
+            result = command.run()
         except Exception as exc:
             future.set_exception(exc)
+            return future
+        if isinstance(result, concurrent.futures.Future):
+            return result
+        future.set_result(result)
         return future
 
     def shutdown(self):

@@ -60,7 +60,13 @@ def policy_options(conf):
         auto_discovery=pf.auto_discovery,
         supported_interfaces=frozenset(pf.supported_inspect_interfaces),
         shards=frozenset(pf.shard),
-        conductor_groups=frozenset(pf.conductor_group))
+        conductor_groups=frozenset(pf.conductor_group),
+        # Sparse records lean on reloads: a SIGHUP of deny_unknown_macs to
+        # False must give every port its deny record before the wildcard
+        # allows, too many files for dnsmasq's inotify queue without one,
+        # and only a reload drops the deny records of MACs once allowed.
+        sparse_records=bool(conf.dnsmasq_pxe_filter.dnsmasq_reload_command
+                            or conf.dnsmasq_pxe_filter.dnsmasq_child_command))
 
 
 register_opts(CONF)

@@ -439,4 +439,18 @@ def test_the_default_interfaces_are_ironics():
     conf([], project='pxefilterd', default_config_files=[])
     assert conf.pxe_filter.supported_inspect_interfaces == ['agent']
     assert pxf_conf.policy_options(conf).supported_interfaces == {'agent'}
-    assert pxf_conf.policy_options(conf) == policy.Options()
+    # no reload command: a record for every port (sparse records need one)
+    assert pxf_conf.policy_options(conf) == policy.Options(
+        sparse_records=False)
+
+
+def test_sparse_records_need_a_way_to_reload_dnsmasq():
+    for option, value, sparse in (
+            ('dnsmasq_reload_command', '', False),
+            ('dnsmasq_reload_command', 'systemctl reload x', True),
+            ('dnsmasq_child_command', 'dnsmasq --keep-in-foreground', True)):
+        conf = cfg.ConfigOpts()
+        pxf_conf.register_opts(conf)
+        conf([], project='pxefilterd', default_config_files=[])
+        conf.set_override(option, value, group='dnsmasq_pxe_filter')
+        assert pxf_conf.policy_options(conf).sparse_records is sparse

@@ -315,6 +315,17 @@ def test_explain_names_the_wildcard_rule(tmp_path):
     explain_mod.add_disk(result, r.store, A1)
     assert result['serves']['rule'] is None
     assert result['serves']['says'] == 'allow'
+    # an allowed port whose file is missing is not "no record needed"
+    os.unlink(r.dir / A1)
+    result = explain_mod.answer(
+        A1, policy.explain(A1, r.snapshot, STRICT),
+        explain_mod.ironic_facts(('port-a', 'a'), {}, 1, STRICT),
+        records='sparse')
+    explain_mod.add_disk(result, r.store, A1)
+    assert result['serves']['says'] == 'deny'
+    assert not result['serves']['agrees']
+    assert result['serves']['rule'] == (
+        'the wildcard rule, for now: its own record is missing')
 
 
 def test_threshold_compaction_in_the_service(tmp_path):
@@ -338,3 +349,32 @@ def test_threshold_compaction_in_the_service(tmp_path):
         assert set(h.files()) == {'unknown_hosts_filter'}
     finally:
         h.stop()
+
+
+def test_a_childs_held_reload_holds_the_wildcard_until_it_is_sent(tmp_path):
+    """A child dnsmasq's reload asked for in its first SETTLE seconds is
+    held (a SIGHUP before dnsmasq sets its handler kills it): until it is
+    sent, the writer must not act as if dnsmasq had re-read."""
+    import shutil
+    from pxefilterd import child as child_mod
+    from pxefilterd import dnsmasq
+    r = Rig(tmp_path, max_burst=3)
+    proc = child_mod.Child([shutil.which('sleep'), '60'], timeout=5,
+                           clock=lambda: r.now)
+    r.writer = writer_mod.Writer(
+        r.store, child_mod._Act('reload', proc.reload, 5),
+        lambda: r.settings, lambda: r.now, runner=dnsmasq.Immediate())
+    try:
+        r.converge()
+        proc.spawn()
+        r.writer.dnsmasq_started()
+        loose = policy.Options()
+        assert r.converge({'a'}, loose) == 5    # every port; the reload
+        assert r.converge({'a'}, loose) == 0    # held: no wildcard yet
+        assert r.files()['unknown_hosts_filter'].count(',ignore') == 2
+        r.now += child_mod.SETTLE
+        proc.observe()                          # settled: SIGHUP sent
+        assert r.converge({'a'}, loose) == 1
+        assert r.files()['unknown_hosts_filter'] == '*:*:*:*:*:*\n20-:\n'
+    finally:
+        proc.stop()
