@@ -155,23 +155,17 @@ def add_disk(result, store, key):
             action = hostsdir.parse(macs.WILDCARD, _bytes(_read(record)))
             says = action.value if action else None
     rule = None
-    port = (result.get('ironic') or {}).get('port')
-    if (record.endswith(hostsdir.WILDCARD_FILE) and key != macs.WILDCARD
-            and says == 'deny' and result.get('action') == 'deny'):
-        if not port:
-            rule = 'the wildcard rule, no record needed: unknown MACs are ' \
-                'ignored'
-        elif result.get('records') == 'sparse':
-            rule = ('the wildcard rule, no record needed: a port that may '
-                    'not boot is ignored like any unknown MAC '
-                    '(deny_unknown_macs)')
-        else:
-            # a record per port: this one's is missing (a write pending or
-            # failing); the wildcard happens to give the same answer
+    if record.endswith(hostsdir.WILDCARD_FILE) and key != macs.WILDCARD:
+        port = (result.get('ironic') or {}).get('port')
+        denied = says == 'deny' and result.get('action') == 'deny'
+        if port and not (denied and result.get('records') == 'sparse'):
+            # a port that needs its own record (it may boot, or a record
+            # per port): missing, a write pending or failing
             rule = 'the wildcard rule, for now: its own record is missing'
-    elif record.endswith(hostsdir.WILDCARD_FILE) and key != macs.WILDCARD \
-            and port:
-        rule = 'the wildcard rule, for now: its own record is missing'
+        elif denied:
+            rule = 'the wildcard rule, no record needed: %s' % (
+                'a port that may not boot is ignored like any unknown MAC '
+                '(deny_unknown_macs)' if port else 'unknown MACs are ignored')
     answers = ('a DHCP offer: it may PXE boot' if says == 'allow'
                else 'nothing: its DHCP requests are ignored'
                if says == 'deny' else
